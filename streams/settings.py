@@ -1,0 +1,109 @@
+"""One typed configuration object for every `lam` command.
+
+Each field has a default and a one-line description. A field is set, in order of precedence, by its flag
+(`--broker-port 19092`), by its environment variable (`LAM_BROKER_PORT=19092`), or by its default.
+Values are parsed and validated once, here; errors name the field, the flag and the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from streams.errors import LamError, UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _setting(default: Any, help: str, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # The local broker and where its files live.
+    home: Path = _setting(ROOT / ".lam", "folder for the local broker's jars, data and logs (git-ignored)")
+    broker_port: int = _setting(9092, "port of the local broker's PLAINTEXT listener; its controller uses the next one")
+    broker_heap: str = _setting("512m", "Java heap of the local broker (-Xmx)")
+    broker_start_timeout: float = _setting(90.0, "seconds to wait for the local broker to answer after start")
+    bootstrap_servers: str = _setting("", "Kafka bootstrap servers; empty means the local broker on 127.0.0.1")
+
+    @property
+    def bootstrap(self) -> str:
+        return self.bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def controller_port(self) -> int:
+        return self.broker_port + 1
+
+    def describe(self) -> str:
+        """Settings as `name = value` lines, secrets masked, for the start-up banner."""
+        lines = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown = "****" if f.metadata.get("secret") and value else value
+            lines.append(f"  {f.name} = {shown}")
+        return "\n".join(lines)
+
+
+def env_name(name: str) -> str:
+    return "LAM_" + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+_KINDS = {"int": int, "float": float, "str": str, "bool": bool, "Path": Path}
+
+
+def _parse(f: dataclasses.Field, raw: str, source: str) -> Any:
+    kind = _KINDS[f.type]
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        return kind(raw)
+    except ValueError:
+        raise UsageError(f"{f.name}: expected {kind.__name__}, got {raw!r} (from {source})") from None
+
+
+def load(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings: `overrides` (parsed flags, None meaning unset) beat `LAM_*` variables beat defaults."""
+    environ = os.environ if environ is None else environ
+    overrides = overrides or {}
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        if overrides.get(f.name) is not None:
+            raw, source = overrides[f.name], flag_name(f.name)
+        elif env_name(f.name) in environ:
+            raw, source = environ[env_name(f.name)], env_name(f.name)
+        else:
+            continue
+        values[f.name] = _parse(f, raw, source) if isinstance(raw, str) else raw
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not 1 <= s.broker_port <= 65534:
+        raise LamError(f"broker_port: expected 1..65534, got {s.broker_port} ({flag_name('broker_port')} / {env_name('broker_port')})")
+    if s.broker_start_timeout <= 0:
+        raise LamError(f"broker_start_timeout: expected > 0, got {s.broker_start_timeout}")
+
+
+def setting_fields(names: Iterable[str]) -> list[dataclasses.Field]:
+    by_name = {f.name: f for f in fields(Settings)}
+    return [by_name[n] for n in names]
