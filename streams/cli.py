@@ -59,7 +59,17 @@ def _smoke_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=6, help="partitions of the scratch topic")
 
 
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy import broker
+    from streams.smoke import roundtrip
+
+    print(broker.start(settings))
+    print(roundtrip(settings))
+    return 0
+
+
 COMMANDS: list[Command] = [
+    Command("demo", "start the local broker and run the system end to end", BROKER_FIELDS + CLIENT_FIELDS[1:], _demo),
     Command("broker", "run the local single-node KRaft Kafka broker", BROKER_FIELDS, _broker, _broker_args),
     Command("smoke", "keyed produce/consume round trip through the broker", CLIENT_FIELDS, _smoke, _smoke_args),
 ]

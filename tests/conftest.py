@@ -1,0 +1,68 @@
+"""Shared fixtures. Tests that need Kafka use the real local KRaft broker, never a mock.
+
+The `bootstrap` fixture reuses a broker that already answers (CI starts one before the tests) or starts the
+local broker once for the run and stops it afterwards. If no broker can be had, the run fails; it never skips.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from streams import kafka
+from streams.errors import LamError
+from streams.settings import Settings, load
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(settings: Settings) -> Iterator[str]:
+    from deploy import broker
+
+    started_here = False
+    if not broker.answers(settings.bootstrap):
+        try:
+            broker.start(settings)
+        except LamError as exc:
+            pytest.fail(f"the local Kafka broker could not be started: {exc}", pytrace=False)
+        started_here = True
+    yield settings.bootstrap
+    if started_here:
+        broker.stop(settings)
+
+
+@pytest.fixture
+def topic_factory(bootstrap: str) -> Iterator[Callable[..., str]]:
+    """Create uniquely named topics for one test; they are deleted when it ends."""
+    created: list[str] = []
+
+    def make(partitions: int = 6, prefix: str = "test") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        kafka.create_topics(bootstrap, {name: partitions})
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        kafka.admin(bootstrap).delete_topics(created)
+
+
+@pytest.fixture
+def consumer_factory(bootstrap: str) -> Iterator[Callable[..., object]]:
+    """Consumers in fresh groups, reading from the earliest offset; closed when the test ends."""
+    consumers = []
+
+    def make(group_id: str | None = None, **extra: object):
+        cons = kafka.consumer(bootstrap, group_id=group_id, **extra)
+        consumers.append(cons)
+        return cons
+
+    yield make
+    for cons in consumers:
+        cons.close()
