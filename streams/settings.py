@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from streams.errors import LamError, UsageError
+from streams.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +31,22 @@ class Settings:
     broker_heap: str = _setting("512m", "Java heap of the local broker (-Xmx)")
     broker_start_timeout: float = _setting(90.0, "seconds to wait for the local broker to answer after start")
     bootstrap_servers: str = _setting("", "Kafka bootstrap servers; empty means the local broker on 127.0.0.1")
+
+    # The streaming worker: topics, state, batching, model and policy.
+    app_id: str = _setting("lam", "Faust application id: the consumer group and the prefix of its changelog topics")
+    input_topic: str = _setting("lam.touchpoints", "topic of touchpoint events, keyed by customer id")
+    consent_topic: str = _setting("lam.consent", "topic of consent changes (opt-outs), keyed by customer id")
+    action_topic: str = _setting("lam.actions", "topic the next-best-action events are written to")
+    dead_letter_topic: str = _setting("lam.deadletter", "topic of messages that could not be decoded, with the reason")
+    partitions: int = _setting(12, "partitions of the input, consent and state changelog topics (the unit of scale)")
+    batch_size: int = _setting(2000, "most touchpoints a worker takes into one micro-batch")
+    batch_timeout: float = _setting(0.05, "seconds a worker waits to fill a micro-batch before processing it")
+    standby_replicas: int = _setting(0, "standby copies of each state partition kept warm by other workers")
+    data_dir: Path = _setting(ROOT / ".lam" / "worker", "folder of the worker's RocksDB state")
+    web_port: int = _setting(6066, "port of the worker's HTTP server (health, metrics)")
+    model_path: Path = _setting(ROOT / "artifacts" / "model.pt", "model artifact the worker serves")
+    policy_path: Path = _setting(ROOT / "streams" / "policy.toml", "action policy: actions, thresholds, limits")
+    rocksdb_cache_mb: int = _setting(64, "RocksDB block cache per state partition (MiB)")
 
     @property
     def bootstrap(self) -> str:
@@ -99,9 +115,15 @@ def load(
 
 def _validate(s: Settings) -> None:
     if not 1 <= s.broker_port <= 65534:
-        raise LamError(f"broker_port: expected 1..65534, got {s.broker_port} ({flag_name('broker_port')} / {env_name('broker_port')})")
+        raise UsageError(f"broker_port: expected 1..65534, got {s.broker_port} "
+                         f"({flag_name('broker_port')} / {env_name('broker_port')})")
+    for name in ("partitions", "batch_size", "web_port"):
+        if getattr(s, name) < 1:
+            raise UsageError(f"{name}: expected >= 1, got {getattr(s, name)} ({flag_name(name)} / {env_name(name)})")
+    if s.batch_timeout <= 0:
+        raise UsageError(f"batch_timeout: expected > 0 seconds, got {s.batch_timeout}")
     if s.broker_start_timeout <= 0:
-        raise LamError(f"broker_start_timeout: expected > 0, got {s.broker_start_timeout}")
+        raise UsageError(f"broker_start_timeout: expected > 0 seconds, got {s.broker_start_timeout}")
 
 
 def setting_fields(names: Iterable[str]) -> list[dataclasses.Field]:

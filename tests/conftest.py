@@ -66,3 +66,22 @@ def consumer_factory(bootstrap: str) -> Iterator[Callable[..., object]]:
     yield make
     for cons in consumers:
         cons.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory):
+    """An untrained but valid model artifact (hidden size 16), for tests of the serving and streaming paths."""
+    import torch
+
+    from model import artifact
+    from model.calibrate import Calibration
+    from model.network import ModelConfig, Network
+    from model.vocab import load_catalogue
+
+    torch.manual_seed(7)
+    vocab = load_catalogue()
+    net = Network(ModelConfig(n_event_types=vocab.n_event_types, n_channels=vocab.n_channels,
+                              n_items=vocab.n_items, n_heads=len(vocab.heads), hidden_size=16))
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    artifact.save(path, net, vocab, Calibration.identity(len(vocab.heads)), metrics={}, training={"seed": 7})
+    return path

@@ -1,0 +1,130 @@
+"""Wiring only: the Faust application, its topics and tables, and the agent that feeds streams.worker.
+
+Design (faust-streaming 0.15.3, aiokafka transport):
+- One agent reads the touchpoint and consent topics as one stream and takes micro-batches with `take_events`,
+  so it sees every message's topic, partition and offset. Agent concurrency stays 1: per-key order is kept.
+- Faust refuses table writes inside `take()` because no event is "current" (faust-streaming issue 497): a
+  table resolves the changelog partition and the RocksDB partition from the current event. The store adapter
+  below makes the batch's own event of each customer the current event for that customer's read and write, so
+  each state lands in the RocksDB database and changelog partition of the input partition it came from.
+- The state and consent tables are co-partitioned with the input topic (same partition count, same key bytes).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import faust
+from faust.streams import _current_event  # the context variable faust's tables read the partition from
+
+from streams.emit import dead_letter_headers
+from streams.settings import Settings
+from streams.worker import Engine, Inbound
+
+STATE_TABLE = "customer-state"
+CONSENT_TABLE = "consent"
+OPTED_OUT = b"\x01"
+
+
+@contextmanager
+def current_event(event: Any) -> Iterator[None]:
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class TableStore:
+    """streams.worker.StateStore over two Faust tables, writing in the context of each customer's own event."""
+
+    def __init__(self, states: faust.Table, consent: faust.Table) -> None:
+        self.states = states
+        self.consent = consent
+
+    def get_many(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]:
+        values = []
+        for key, event in zip(keys, contexts):
+            with current_event(event):
+                values.append(self.states.get(key.encode()))
+        return values
+
+    def put(self, key: str, value: bytes, context: Any) -> None:
+        with current_event(context):
+            self.states[key.encode()] = value
+
+    def erase(self, key: str, context: Any) -> None:
+        with current_event(context):
+            self.states.pop(key.encode(), None)  # a tombstone in the changelog
+
+    def opted_out(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bool]:
+        flags = []
+        for key, event in zip(keys, contexts):
+            with current_event(event):
+                flags.append(self.consent.get(key.encode()) == OPTED_OUT)
+        return flags
+
+    def opt_out(self, key: str, context: Any) -> None:
+        with current_event(context):
+            self.consent[key.encode()] = OPTED_OUT
+
+
+def create_app(settings: Settings, engine: Engine) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=settings.standby_replicas,
+        web_port=settings.web_port,
+        web_bind="0.0.0.0",
+        web_in_thread=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    inbound = app.topic(settings.input_topic, settings.consent_topic, partitions=settings.partitions, **raw)
+    actions = app.topic(settings.action_topic, **raw)
+    dead_letters = app.topic(settings.dead_letter_topic, **raw)
+    rocksdb = {"block_cache_size": settings.rocksdb_cache_mb * 2**20, "write_buffer_size": 16 * 2**20,
+               "max_write_buffer_number": 2}
+    store = TableStore(
+        app.Table(STATE_TABLE, partitions=settings.partitions, options=rocksdb, **raw),
+        app.Table(CONSENT_TABLE, partitions=settings.partitions, options=rocksdb, **raw),
+    )
+
+    @app.agent(inbound, name="touchpoints")
+    async def touchpoints(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout):
+            batch = [Inbound(e.message.topic, e.message.partition, e.message.offset, e.key, e.value, e)
+                     for e in events]
+            outcome = engine.process(batch, store, now_ms=int(time.time() * 1000))
+            for customer, value in outcome.actions:
+                await actions.send(key=customer.encode(), value=value)
+            for message, reason in outcome.dead_letters:
+                await dead_letters.send(key=message.key, value=message.value, headers=dead_letter_headers(
+                    reason, message.topic, message.partition, message.offset))
+
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """`lam worker`: load the model and policy, make sure the topics exist, and run one Faust worker."""
+    from model.artifact import load
+    from streams import topics
+    from streams.decide import load_policy
+
+    model = load(settings.model_path)
+    policy = load_policy(settings.policy_path, model.products)
+    topics.ensure(settings)
+    print(f"lam worker: model {model.version} ({settings.model_path}), {len(policy.actions)} actions\n"
+          f"{settings.describe()}", flush=True)
+    app = create_app(settings, Engine(model, policy, settings.consent_topic))
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()

@@ -1,0 +1,115 @@
+"""CustomerState: what the worker remembers about one customer, as compact little-endian bytes.
+
+A state is one record of a numpy structured dtype, so a batch of states is read with one `np.frombuffer` over the
+joined values and written back with one `tobytes`, not field by field. Layout (format version 1), in order:
+
+  format        u1       this layout's version
+  model_version S16      the artifact version that produced `hidden`; another version's state is not stepped
+  last_offset   i8       input-topic offset of the last applied touchpoint (-1: none); redeliveries at or below it
+                         are skipped, which makes state updates exactly-once over at-least-once delivery
+  last_time     i8       event time (ms) of the last applied touchpoint (0: none)
+  events        u4       touchpoints applied
+  hidden        f4[H]    the GRU hidden state
+  probs         f4[P]    calibrated conversion probabilities after the last touchpoint
+  armed         u1[A]    per action: 1 while below its re-arm level, so a crossing fires once (hysteresis)
+  cooldown      i8[A]    per action: event time until which it may not fire (cool-down, declined offers)
+  bought        i8[A]    per action: event time of the last purchase of its product
+  contact_time  i8[K]    ring of recent actions emitted (event time), for per-channel contact limits
+  contact_act   i1[K]    the action index of each ring entry (-1: empty)
+  ring_time     i8[R]    ring of the recent touchpoints ...
+  ring_offset   i8[R]    ... their input offsets,
+  ring_type     S16[R]   ... event types,
+  ring_channel  S12[R]   ... channels,
+  ring_delta    f4[R,P]  ... and how much each moved each product's probability (the action's "why")
+  ring_next     u1       next ring slot to write
+
+The first three fields sit at fixed positions in every version, so a worker can always read a state's offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MAX_ACTIONS = 16  # fixed, so that adding an action to the policy file keeps stored states readable
+CONTACT_RING = 8
+REASON_RING = 6
+_HEADER = np.dtype([("format", "u1"), ("model_version", "S16"), ("last_offset", "<i8")])
+
+
+@dataclass(frozen=True, slots=True)
+class StateLayout:
+    hidden_size: int
+    products: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        return _dtype(self.hidden_size, self.products)
+
+    def fresh(self, n: int, model_version: str, hidden: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """`n` states of customers never seen: `hidden` (H,) and `probs` (P,) are the model's initial ones."""
+        states = np.zeros(n, dtype=self.dtype)
+        states["format"] = FORMAT_VERSION
+        states["model_version"] = model_version.encode()
+        states["last_offset"] = -1
+        states["hidden"] = hidden
+        states["probs"] = probs
+        states["armed"] = 1
+        states["contact_act"] = -1
+        return states
+
+    def load(self, values: list[bytes | None], model_version: str, hidden: np.ndarray,
+             probs: np.ndarray) -> np.ndarray:
+        """Decode stored values (None for unknown customers) into a (B,) structured array.
+
+        A state written by another model version, or in another layout, keeps its last offset (so redeliveries
+        are still skipped) and starts the rest afresh: a hidden state means nothing to other weights.
+        """
+        states = self.fresh(len(values), model_version, hidden, probs)
+        size, version = self.dtype.itemsize, model_version.encode()
+        stored = [i for i, v in enumerate(values) if v is not None]
+        if not stored:
+            return states
+        same = [i for i in stored if len(values[i]) == size and values[i][0] == FORMAT_VERSION
+                and values[i][1:17].rstrip(b"\0") == version]
+        if same:
+            states[same] = np.frombuffer(b"".join(values[i] for i in same), dtype=self.dtype)
+        for i in set(stored) - set(same):
+            raw = values[i]
+            if len(raw) >= _HEADER.itemsize:
+                states["last_offset"][i] = np.frombuffer(raw[:_HEADER.itemsize], dtype=_HEADER)["last_offset"][0]
+        return states
+
+    @staticmethod
+    def dump(states: np.ndarray) -> list[bytes]:
+        """One bytes value per state, in order."""
+        raw, size = states.tobytes(), states.dtype.itemsize
+        return [raw[i * size:(i + 1) * size] for i in range(len(states))]
+
+
+@lru_cache(maxsize=8)
+def _dtype(h: int, p: int) -> np.dtype:
+    a, k, r = MAX_ACTIONS, CONTACT_RING, REASON_RING
+    return np.dtype([
+        ("format", "u1"), ("model_version", "S16"), ("last_offset", "<i8"), ("last_time", "<i8"),
+        ("events", "<u4"), ("hidden", "<f4", (h,)), ("probs", "<f4", (p,)),
+        ("armed", "u1", (a,)), ("cooldown", "<i8", (a,)), ("bought", "<i8", (a,)),
+        ("contact_time", "<i8", (k,)), ("contact_act", "i1", (k,)),
+        ("ring_time", "<i8", (r,)), ("ring_offset", "<i8", (r,)), ("ring_type", "S16", (r,)),
+        ("ring_channel", "S12", (r,)), ("ring_delta", "<f4", (r, p)), ("ring_next", "u1"),
+    ])
+
+
+def record_touchpoint(states: np.ndarray, rows: np.ndarray, times: np.ndarray, offsets: np.ndarray,
+                      types: list[str], channels: list[str], deltas: np.ndarray) -> None:
+    """Append one touchpoint per row to its customer's reason ring; `deltas` is (len(rows), P)."""
+    slots = states["ring_next"][rows].astype(np.int64)
+    states["ring_time"][rows, slots] = times
+    states["ring_offset"][rows, slots] = offsets
+    states["ring_type"][rows, slots] = [t.encode()[:16] for t in types]
+    states["ring_channel"][rows, slots] = [c.encode()[:12] for c in channels]
+    states["ring_delta"][rows, slots] = deltas
+    states["ring_next"][rows] = (slots + 1) % REASON_RING

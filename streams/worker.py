@@ -1,0 +1,133 @@
+"""The hot path: one batch of Kafka messages in, state updates, actions and dead letters out.
+
+    decode -> group by customer -> load states -> skip redeliveries -> step rounds -> decide -> emit -> store
+
+`Engine.process` is a plain function of the batch and a `StateStore`, so it runs the same under Faust (streams/app.py
+adapts a Faust table to StateStore) and in unit tests and benchmarks without a broker.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from model.artifact import LoadedModel
+from streams.batch import group_by_customer, rounds
+from streams.contract import Touchpoint
+from streams.decide import Policy, apply_feedback, decide
+from streams.decode import Rejected, decode, decode_consent
+from streams.emit import Trigger, action_event
+from streams.state import StateLayout
+from streams.step import step_round
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One consumed message; `context` is what the store needs to write on its partition (the Faust event)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    context: Any = None
+
+
+class StateStore(Protocol):
+    def get_many(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]: ...
+    def put(self, key: str, value: bytes, context: Any) -> None: ...
+    def erase(self, key: str, context: Any) -> None: ...
+    def opted_out(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bool]: ...
+    def opt_out(self, key: str, context: Any) -> None: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    actions: list[tuple[str, bytes]] = field(default_factory=list)  # (customer id, action event)
+    dead_letters: list[tuple[Inbound, str]] = field(default_factory=list)  # (message, reason)
+    counts: Counter = field(default_factory=Counter)
+    action_names: Counter = field(default_factory=Counter)
+    trigger_times_ms: list[int] = field(default_factory=list)  # event time of each action's trigger
+
+
+class Engine:
+    def __init__(self, model: LoadedModel, policy: Policy, consent_topic: str,
+                 purchase_types: frozenset[str] = frozenset({"purchase", "offer_accepted"})) -> None:
+        self.model = model
+        self.policy = policy
+        self.consent_topic = consent_topic
+        self.purchase_types = purchase_types
+        self.layout = StateLayout(model.hidden_size, len(model.products))
+        self._h0 = model.initial_state(1)[0]
+        self._p0 = model.score(self._h0[None])[0]
+
+    def process(self, batch: Sequence[Inbound], store: StateStore, now_ms: int) -> Outcome:
+        out = Outcome()
+        touchpoints: list[tuple[Inbound, Touchpoint]] = []
+        for message in batch:
+            if message.topic == self.consent_topic:
+                self._consent(message, store, out)
+                continue
+            decoded = decode(message.value, message.topic, message.partition, message.offset)
+            if isinstance(decoded, Rejected):
+                out.dead_letters.append((message, decoded.reason))
+            elif message.key is not None and message.key != decoded.customer_id.encode():
+                out.dead_letters.append((message, f"key: expected the customer id {decoded.customer_id!r}; "
+                                                  f"got {message.key[:64]!r}"))
+            else:
+                touchpoints.append((message, decoded))
+        out.counts["dead_letters"] += len(out.dead_letters)
+        out.counts["decoded"] += len(touchpoints)
+        if touchpoints:
+            self._apply(touchpoints, store, now_ms, out)
+        return out
+
+    def _consent(self, message: Inbound, store: StateStore, out: Outcome) -> None:
+        decoded = decode_consent(message.value, message.topic, message.partition, message.offset)
+        if isinstance(decoded, Rejected):
+            out.dead_letters.append((message, decoded.reason))
+        else:
+            store.opt_out(decoded, message.context)
+            store.erase(decoded, message.context)
+            out.counts["opt_outs"] += 1
+
+    def _apply(self, touchpoints: list[tuple[Inbound, Touchpoint]], store: StateStore, now_ms: int,
+               out: Outcome) -> None:
+        groups = group_by_customer([t.customer_id for _, t in touchpoints])
+        customers = list(groups)
+        last_msgs = [touchpoints[positions[-1]][0] for positions in groups.values()]
+        contexts = [m.context for m in last_msgs]
+        blocked = store.opted_out(customers, contexts)
+        states = self.layout.load(store.get_many(customers, contexts), self.model.version, self._h0, self._p0)
+        # A redelivered touchpoint (at or below the stored offset) was applied before: skip it.
+        fresh = [[p for p in positions if touchpoints[p][0].offset > states["last_offset"][c] and not blocked[c]]
+                 for c, positions in enumerate(groups.values())]
+        out.counts["duplicates_skipped"] += sum(len(g) for g in groups.values()) - sum(map(len, fresh))
+        out.counts["opted_out_skipped"] += sum(len(g) for c, g in enumerate(groups.values()) if blocked[c])
+        for round_ in rounds(fresh):
+            rows = np.fromiter((c for c, _ in round_), dtype=np.int64, count=len(round_))
+            msgs = [touchpoints[p][0] for _, p in round_]
+            events = [touchpoints[p][1] for _, p in round_]
+            times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
+            step_round(self.model, states, rows, events,
+                       np.fromiter((m.offset for m in msgs), dtype=np.int64, count=len(msgs)))
+            apply_feedback(self.policy, states, rows, [e.event_type for e in events], [e.item for e in events],
+                           times, self.purchase_types)
+            for decision in decide(self.policy, states, rows, times):
+                i = int(np.flatnonzero(rows == decision.row)[0])
+                msg, event = msgs[i], events[i]
+                trigger = Trigger(msg.topic, msg.partition, msg.offset, event.event_id, event.event_time_ms)
+                out.actions.append((event.customer_id, action_event(
+                    self.policy, decision, event.customer_id, states[decision.row], trigger,
+                    self.model.version, now_ms)))
+                out.action_names[self.policy.actions[decision.action].name] += 1
+                out.trigger_times_ms.append(event.event_time_ms)
+            out.counts["applied"] += len(round_)
+        values = self.layout.dump(states)
+        for c, customer in enumerate(customers):
+            if fresh[c]:
+                store.put(customer, values[c], contexts[c])

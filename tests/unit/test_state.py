@@ -1,0 +1,44 @@
+import numpy as np
+
+from streams.state import FORMAT_VERSION, REASON_RING, StateLayout, record_touchpoint
+
+LAYOUT = StateLayout(hidden_size=4, products=3)
+H0, P0 = np.zeros(4, np.float32), np.full(3, 0.1, np.float32)
+
+
+def test_states_round_trip_through_bytes():
+    states = LAYOUT.fresh(3, "v1", H0, P0)
+    states["hidden"] = np.arange(12, dtype=np.float32).reshape(3, 4)
+    states["last_offset"] = [5, 6, 7]
+    back = LAYOUT.load(LAYOUT.dump(states), "v1", H0, P0)
+    assert back.tobytes() == states.tobytes()
+    assert all(len(v) == LAYOUT.dtype.itemsize for v in LAYOUT.dump(states))
+
+
+def test_unknown_customers_get_the_initial_state():
+    states = LAYOUT.load([None, None], "v1", H0, P0)
+    assert (states["format"] == FORMAT_VERSION).all()
+    assert (states["last_offset"] == -1).all()
+    assert np.allclose(states["probs"], P0)
+
+
+def test_another_model_versions_state_keeps_its_offset_but_not_its_hidden_state():
+    old = LAYOUT.fresh(1, "old-model", H0, P0)
+    old["hidden"] = 9.0
+    old["last_offset"] = 41
+    other_layout = StateLayout(hidden_size=8, products=3).fresh(1, "v1", np.zeros(8), P0)
+    other_layout["last_offset"] = 17
+    states = LAYOUT.load(LAYOUT.dump(old) + StateLayout.dump(other_layout), "new-model", H0, P0)
+    assert list(states["last_offset"]) == [41, 17]
+    assert not states["hidden"].any()
+    assert (states["model_version"] == b"new-model").all()
+
+
+def test_the_reason_ring_wraps_around():
+    states = LAYOUT.fresh(1, "v1", H0, P0)
+    rows = np.array([0])
+    for i in range(REASON_RING + 2):
+        record_touchpoint(states, rows, np.array([1000 + i]), np.array([i]), ["view"], ["web"],
+                          np.full((1, 3), float(i), np.float32))
+    assert sorted(states["ring_offset"][0]) == list(range(2, REASON_RING + 2))
+    assert states["ring_type"][0][0] == b"view"
