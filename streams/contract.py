@@ -6,13 +6,17 @@ Its wire form (JSON, schema version 1) is documented in docs/touchpoint.md and d
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 SCHEMA_VERSION = 1
+CATALOGUE_PATH = Path(__file__).resolve().parent.parent / "model" / "catalogue.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +44,33 @@ class Touchpoint:
             if value is not None:
                 doc[name] = value
         return orjson.dumps(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """The names the model has a vocabulary for; anything else is valid and lands in its out-of-vocabulary bucket."""
+
+    channels: tuple[str, ...]
+    event_types: tuple[str, ...]
+    products: tuple[str, ...]
+
+
+@cache
+def catalogue() -> Catalogue:
+    doc = json.loads(CATALOGUE_PATH.read_text())
+    return Catalogue(tuple(doc["channels"]), tuple(doc["event_types"]), tuple(doc["products"]))
+
+
+@cache
+def _known() -> tuple[frozenset[str], frozenset[str]]:
+    return frozenset(catalogue().channels), frozenset(catalogue().event_types)
+
+
+def unknown_fields(tp: Touchpoint) -> tuple[str, ...]:
+    """Which of "channel" and "event_type" are outside the catalogue, so a worker can count them."""
+    channels, event_types = _known()
+    if tp.channel in channels and tp.event_type in event_types:
+        return ()
+    return tuple(name for name, value, known in (("channel", tp.channel, channels),
+                                                 ("event_type", tp.event_type, event_types))
+                 if value not in known)
