@@ -1,0 +1,83 @@
+"""The GRU over a customer's touchpoints and its heads; one set of weights, two paths.
+
+`forward` runs whole (padded) sequences for training and offline scoring; `step` advances a batch of stored
+states by one touchpoint each for the streaming worker. Both go through the same `nn.GRU` module (step is a
+sequence of length one), which is what keeps them equal to float rounding; tests/unit/test_model_parity.py
+holds them to it.
+
+Heads read the state plus the log time elapsed since the last touchpoint, because a score is asked for at
+an arbitrary moment (a daily call list), not only at the instant of an event: a customer whose busy week was
+a month ago is not the same prospect as one whose busy week is now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from model.encode import N_NUMERIC
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    n_event_types: int
+    n_channels: int
+    n_items: int
+    n_heads: int
+    hidden_size: int = 64
+    event_dim: int = 16
+    channel_dim: int = 4
+    item_dim: int = 16
+    head_hidden: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def input_size(self) -> int:
+        return self.event_dim + self.channel_dim + self.item_dim + N_NUMERIC
+
+
+class Network(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.event_emb = nn.Embedding(config.n_event_types, config.event_dim)
+        self.channel_emb = nn.Embedding(config.n_channels, config.channel_dim)
+        self.item_emb = nn.Embedding(config.n_items, config.item_dim)
+        self.gru = nn.GRU(config.input_size, config.hidden_size, batch_first=True)
+        self.conversion = nn.Sequential(
+            nn.Linear(config.hidden_size + 1, config.head_hidden), nn.ReLU(),
+            nn.Linear(config.head_hidden, config.n_heads),
+        )
+        self.next_event = nn.Linear(config.hidden_size, config.n_event_types)
+
+    def _inputs(self, cats: torch.Tensor, nums: torch.Tensor) -> torch.Tensor:
+        # cats (..., 3) int64, nums (..., N_NUMERIC) -> (..., input_size)
+        return torch.cat([
+            self.event_emb(cats[..., 0]), self.channel_emb(cats[..., 1]), self.item_emb(cats[..., 2]), nums,
+        ], dim=-1)
+
+    def forward(self, cats: torch.Tensor, nums: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+        """States after each touchpoint: cats (B, T, 3), nums (B, T, N_NUMERIC), h0 (B, H) -> (B, T, H)."""
+        x = self._inputs(cats, nums)  # (B, T, input_size)
+        states, _ = self.gru(x, None if h0 is None else h0.unsqueeze(0).contiguous())
+        return states
+
+    def step(self, h: torch.Tensor, cats: torch.Tensor, nums: torch.Tensor) -> torch.Tensor:
+        """One touchpoint per row: h (B, H), cats (B, 3), nums (B, N_NUMERIC) -> new states (B, H)."""
+        return self.forward(cats.unsqueeze(1), nums.unsqueeze(1), h)[:, 0]
+
+    def conversion_logits(self, h: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
+        """h (..., H), elapsed (..., 1) from `encode.elapsed` -> logits (..., P)."""
+        return self.conversion(torch.cat([h, elapsed], dim=-1))
+
+    def next_event_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """h (..., H) -> logits over the next touchpoint's event type (..., n_event_types)."""
+        return self.next_event(h)
+
+    def initial_state(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, self.config.hidden_size)

@@ -1,0 +1,85 @@
+"""The serving path (one touchpoint at a time, batched across customers) equals the offline path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model import artifact, calibrate
+from model.network import ModelConfig, Network
+from model.vocab import load_catalogue
+from streams.contract import Touchpoint
+
+DAY = 86_400_000
+T0 = 1_735_689_600_000
+
+
+def _history(customer: str, n: int, seed: int) -> list[Touchpoint]:
+    rng = np.random.default_rng(seed)
+    kinds = [("page_view", "web", None), ("product_view", "app", "fiber_1g"), ("compare", "web", "tv_bundle"),
+             ("purchase", "store", "mobile_5g"), ("unheard_of", "pigeon", "accessory-17"), ("inquiry", "call_centre", None)]
+    times = T0 + np.cumsum(rng.exponential(DAY / 3, size=n)).astype(np.int64)
+    out = []
+    for t in times:
+        et, ch, item = kinds[rng.integers(len(kinds))]
+        out.append(Touchpoint(customer, int(t), ch, et, item, float(rng.integers(0, 90)) if et == "purchase" else None))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> artifact.LoadedModel:
+    torch.manual_seed(3)
+    vocab = load_catalogue()
+    net = Network(ModelConfig(n_event_types=vocab.n_event_types, n_channels=vocab.n_channels,
+                              n_items=vocab.n_items, n_heads=len(vocab.heads), hidden_size=32))
+    with torch.no_grad():  # larger than the initial weights, so that a drift between the paths would show
+        for p in net.parameters():
+            p.mul_(3.0)
+    cal = calibrate.Calibration(scale=np.linspace(0.5, 1.5, len(vocab.heads), dtype=np.float32),
+                                shift=np.full(len(vocab.heads), -2.0, np.float32))
+    path = tmp_path_factory.mktemp("parity") / "model.pt"
+    artifact.save(path, net, vocab, cal, {}, {"split_time_ms": T0, "horizon_ms": 7 * DAY})
+    return artifact.load(path)
+
+
+def test_step_by_step_equals_the_sequence(model: artifact.LoadedModel) -> None:
+    events = _history("c1", 300, seed=1)
+    states, probs = model.sequence(events)
+    h, prev = model.initial_state(1), np.zeros(1, np.int64)
+    for t, event in enumerate(events):
+        h, p = model.step(h, [event], prev)
+        prev = np.array([event.event_time_ms])
+        np.testing.assert_allclose(h[0], states[t], atol=1e-5)
+        np.testing.assert_allclose(p[0], probs[t], atol=1e-5)
+    np.testing.assert_allclose(model.score(h), probs[-1:], atol=1e-6)
+
+
+def test_a_batch_of_customers_interleaved_equals_each_sequence(model: artifact.LoadedModel) -> None:
+    histories = [_history(f"c{i}", 40 + 7 * i, seed=10 + i) for i in range(6)]
+    offline = [model.sequence(h)[0] for h in histories]
+    h = model.initial_state(len(histories))
+    prev = np.zeros(len(histories), np.int64)
+    for t in range(max(len(x) for x in histories)):
+        rows = [i for i, x in enumerate(histories) if t < len(x)]  # customers still active step together
+        events = [histories[i][t] for i in rows]
+        new, probs = model.step(h[rows], events, prev[rows])
+        assert new.dtype == np.float32 and new.shape == (len(rows), model.hidden_size)
+        assert probs.shape == (len(rows), len(model.products)) and ((probs > 0) & (probs < 1)).all()
+        h[rows] = new
+        prev[rows] = [e.event_time_ms for e in events]
+    for i, states in enumerate(offline):
+        np.testing.assert_allclose(h[i], states[-1], atol=1e-5)
+
+
+def test_scores_change_with_time_elapsed_since_the_last_touchpoint(model: artifact.LoadedModel) -> None:
+    states, _ = model.sequence(_history("c9", 20, seed=9))
+    h = np.repeat(states[-1:], 3, axis=0)
+    probs = model.score(h, np.array([0, DAY, 30 * DAY]))
+    assert not np.allclose(probs[0], probs[2])
+    np.testing.assert_allclose(model.score(h[:1]), probs[:1], atol=1e-7)
+
+
+def test_heads_are_products_then_any(model: artifact.LoadedModel) -> None:
+    assert model.products == ("fiber_1g", "mobile_5g", "tv_bundle", "device_upgrade", "any")
+    assert model.initial_state(4).shape == (4, model.hidden_size)
