@@ -10,7 +10,7 @@ FORMATS = ("jsonl", "clickstream-csv")  # what `lam simulate --format` writes: s
 
 @dataclass(frozen=True, slots=True)
 class WorldConfig:
-    customers: int = 10_000
+    customers: int = 50_000  # the default world of docs/model.md
     days: float = 180.0
     start_ms: int = 1_735_689_600_000  # 2025-01-01T00:00:00Z
     seed: int = 0

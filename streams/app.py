@@ -95,10 +95,8 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
     dead_letters = app.topic(settings.dead_letter_topic, **raw)
     rocksdb = {"block_cache_size": settings.rocksdb_cache_mb * 2**20, "write_buffer_size": 16 * 2**20,
                "max_write_buffer_number": 2}
-    store = TableStore(
-        app.Table(STATE_TABLE, partitions=settings.partitions, options=rocksdb, **raw),
-        app.Table(CONSENT_TABLE, partitions=settings.partitions, options=rocksdb, **raw),
-    )
+    table = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions, "options": rocksdb}
+    store = TableStore(app.Table(STATE_TABLE, **table), app.Table(CONSENT_TABLE, **table))
 
     @app.agent(inbound, name="touchpoints")
     async def touchpoints(stream: faust.StreamT) -> None:

@@ -18,6 +18,9 @@ from streams.settings import Settings
 
 BROKER_FIELDS = ("home", "broker_port", "broker_heap", "broker_start_timeout")
 CLIENT_FIELDS = ("broker_port", "bootstrap_servers")
+TOPIC_FIELDS = CLIENT_FIELDS + ("input_topic", "consent_topic", "action_topic", "dead_letter_topic", "partitions")
+WORKER_FIELDS = TOPIC_FIELDS + ("app_id", "batch_size", "batch_timeout", "standby_replicas", "data_dir",
+                                "web_port", "model_path", "policy_path", "rocksdb_cache_mb")
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,172 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from sim.write import simulate
+    from sim.world import World
+
+    print(simulate(World(_world_config(args)), args.out, args.format))
+    return 0
+
+
+def _world_args(parser: argparse.ArgumentParser) -> None:
+    from sim.config import WorldConfig
+
+    defaults = WorldConfig()
+    parser.add_argument("--customers", type=int, default=defaults.customers, help="customers in the world")
+    parser.add_argument("--days", type=float, default=defaults.days, help="days of history")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed: same seed, same world")
+
+
+def _world_config(args: argparse.Namespace):  # -> sim.config.WorldConfig
+    from sim.config import WorldConfig
+
+    return WorldConfig(customers=args.customers, days=args.days, seed=args.seed)
+
+
+def _simulate_args(parser: argparse.ArgumentParser) -> None:
+    from sim.config import FORMATS
+
+    parser.add_argument("--out", required=True, help="file to write (gzip if it ends in .gz); truth goes to OUT.truth.npz")
+    _world_args(parser)
+    parser.add_argument("--format", choices=FORMATS, default=FORMATS[0],
+                        help="JSON lines of touchpoints, or the clickstream CSV layout (views, carts, purchases)")
+
+
+def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    from streams import produce, sources
+
+    mapping = None
+    if args.mapping or args.column or args.constant:
+        base = sources.Mapping.load(args.mapping) if args.mapping else sources.Mapping()
+        mapping = base.amended(args.column, args.constant)
+    plan = produce.Plan(file=args.file, mapping=mapping, sort=args.sort,
+                        world=_world_config(args) if args.simulate else None,
+                        rate=args.rate, speedup=args.speedup, limit=args.limit)
+    print(produce.run(settings, plan))
+    return 0
+
+
+def _produce_args(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", help="touchpoints to replay: JSON lines or CSV (with a mapping), optionally .gz")
+    source.add_argument("--simulate", action="store_true", help="stream a simulated world's touchpoints instead")
+    parser.add_argument("--mapping", help="CSV column mapping, a TOML file such as streams/mappings/retailrocket.toml")
+    parser.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
+                        help="map a CSV column to a contract field (repeatable; amends --mapping)")
+    parser.add_argument("--constant", action="append", default=[], metavar="FIELD=VALUE",
+                        help="give a contract field one value on every row, e.g. channel=web (repeatable)")
+    parser.add_argument("--sort", action="store_true",
+                        help="sort the file by event time in memory first (else it must already be in order)")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    pace.add_argument("--speedup", type=float, help="replay at this many times the events' original pace")
+    parser.add_argument("--limit", type=int, help="stop after this many touchpoints")
+    _world_args(parser)
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    from model.data import parse_time
+    from model.train import TrainConfig, train_file
+
+    config = TrainConfig(horizon_ms=round(args.horizon_days * 86_400_000), epochs=args.epochs, seed=args.seed,
+                         split_time_ms=parse_time(args.split_time) if args.split_time else None,
+                         hidden_size=args.hidden_size)
+    out = args.out or settings.model_path
+    result = train_file(args.events, out, config, args.catalogue, args.mapping, args.threads)
+    any_head = result.metrics.get("validation", {}).get("any", {})
+    print(f"model {result.version} -> {out}: {result.n_events:,} touchpoints, {result.seconds:.0f} s; "
+          f"validation AUC (any purchase) {any_head.get('auc', float('nan')):.3f}")
+    return 0
+
+
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    from model.train import TrainConfig
+    from model.vocab import CATALOGUE
+
+    defaults = TrainConfig()
+    parser.add_argument("--events", required=True, help="touchpoint file (JSON lines, or CSV with --mapping)")
+    parser.add_argument("--out", default=None, help="artifact to write [default: --model-path]")
+    parser.add_argument("--split-time", default=None,
+                        help="train before, validate after (epoch ms, YYYY-MM-DD or ISO-8601 with zone) "
+                             "[default: 3/4 of the file's time span]")
+    parser.add_argument("--horizon-days", type=float, default=defaults.horizon_ms / 86_400_000,
+                        help="conversion = a purchase within this many days")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training period")
+    parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size, help="GRU state size")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="same data and seed, same model")
+    parser.add_argument("--catalogue", default=CATALOGUE, help="vocabulary file (channels, event types, products)")
+    parser.add_argument("--mapping", default=None, help="CSV column mapping (TOML), as for `lam produce`")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+
+
+def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from model.data import parse_time
+    from model.evaluate import EvalConfig, evaluate_file
+
+    config = EvalConfig(dataset=args.dataset, top_share=args.top_percent / 100, every_days=args.every_days,
+                        seed=args.seed,
+                        split_time_ms=parse_time(args.split_time) if args.split_time else None,
+                        end_time_ms=parse_time(args.end_time) if args.end_time else None,
+                        horizon_ms=round(args.horizon_days * 86_400_000) if args.horizon_days else None)
+    report, paths = evaluate_file(args.events, args.model or settings.model_path, args.out_dir, config,
+                                  args.mapping, args.truth, args.threads)
+    methods = report["methods"]
+    for name, m in methods.items():
+        print(f"{name:>20}: AUC {m['auc']:.3f}  order rate in top {config.top_share:.0%} {m['top_order_rate']:.4f}")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _evaluate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", required=True, help="touchpoint file (JSON lines, or CSV with --mapping)")
+    parser.add_argument("--model", default=None, help="artifact to evaluate [default: --model-path]")
+    parser.add_argument("--out-dir", default="docs", help="where model.md, model.json and the lift PNG go")
+    parser.add_argument("--dataset", default="simulated", help="key of these figures in model.json")
+    parser.add_argument("--split-time", default=None, help="evaluate from here [default: the model's split]")
+    parser.add_argument("--end-time", default=None, help="last time of the log [default: its last touchpoint]")
+    parser.add_argument("--horizon-days", type=float, default=None, help="[default: the model's horizon]")
+    parser.add_argument("--every-days", type=float, default=1.0, help="days between scoring times")
+    parser.add_argument("--top-percent", type=float, default=5.0, help="call budget: share of customers called")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline and tie breaks")
+    parser.add_argument("--mapping", default=None, help="CSV column mapping (TOML), as for `lam produce`")
+    parser.add_argument("--truth", default=None, help="simulator truth file [default: EVENTS.truth.npz if present]")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+
+
+def _topics(settings: Settings, args: argparse.Namespace) -> int:
+    from streams import topics
+
+    created = topics.ensure(settings)
+    for name, partitions in topics.required(settings).items():
+        print(f"{name}: {partitions} partitions ({'created' if name in created else 'exists'})")
+    return 0
+
+
+def _topics_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("create",), help="create the missing topics")
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.app import serve
+
+    serve(settings)
+    return 0
+
+
 COMMANDS: list[Command] = [
     Command("demo", "start the local broker and run the system end to end", BROKER_FIELDS + CLIENT_FIELDS[1:], _demo),
     Command("broker", "run the local single-node KRaft Kafka broker", BROKER_FIELDS, _broker, _broker_args),
     Command("smoke", "keyed produce/consume round trip through the broker", CLIENT_FIELDS, _smoke, _smoke_args),
+    Command("topics", "create the input, consent, action and dead-letter topics", TOPIC_FIELDS, _topics, _topics_args),
+    Command("worker", "run a streaming worker: touchpoints in, next-best actions out", WORKER_FIELDS, _worker),
+    Command("train", "train the model on a touchpoint file and write its artifact", ("model_path",), _train,
+            _train_args),
+    Command("evaluate", "evaluate a model against baselines; write docs/model.md, model.json, lift PNG",
+            ("model_path",), _evaluate, _evaluate_args),
+    Command("simulate", "write a simulated touchpoint history and its ground truth", (), _simulate, _simulate_args),
+    Command("produce", "stream touchpoints from a file or the simulator into the input topic",
+            CLIENT_FIELDS + ("input_topic", "partitions"), _produce, _produce_args),
 ]
 
 

@@ -110,3 +110,13 @@ def consume_exactly(cons: Consumer, topics: list[str], count: int, timeout: floa
             raise LamError(f"consume failed: {msg.error().str()}")
         messages.append(msg)
     return messages
+
+
+def delete_topics(bootstrap: str, names: list[str], timeout: float = 30.0) -> None:
+    """Delete topics and wait for it: the client must outlive its futures, or the request is never sent."""
+    client = admin(bootstrap)
+    for future in client.delete_topics(names, operation_timeout=timeout).values():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException:
+            pass  # already gone

@@ -35,6 +35,6 @@ def roundtrip(settings: Settings, messages: int = 1000, partitions: int = 6, key
     out_of_order = [k for k, seq in sequences.items() if seq != sorted(seq)]
     if out_of_order:
         raise LamError(f"{len(out_of_order)} keys came back out of order from {topic}")
-    kafka.admin(settings.bootstrap).delete_topics([topic])
+    kafka.delete_topics(settings.bootstrap, [topic])
     return (f"round trip ok: {messages} messages, {len(sequences)} keys, {partitions} partitions, "
             f"per-key order kept, {elapsed:.2f} s on {settings.bootstrap}")

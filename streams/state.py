@@ -65,18 +65,24 @@ class StateLayout:
              probs: np.ndarray) -> np.ndarray:
         """Decode stored values (None for unknown customers) into a (B,) structured array.
 
-        A state written by another model version, or in another layout, keeps its last offset (so redeliveries
-        are still skipped) and starts the rest afresh: a hidden state means nothing to other weights.
+        A state written by another model version keeps its offset (so redeliveries are still skipped) and its
+        policy fields (cool-downs, contact history), but its hidden state and probabilities restart from the
+        model's initial ones: a hidden state means nothing to other weights. A state of another layout (hidden
+        size, heads, format) keeps only its offset.
         """
         states = self.fresh(len(values), model_version, hidden, probs)
         size, version = self.dtype.itemsize, model_version.encode()
         stored = [i for i, v in enumerate(values) if v is not None]
         if not stored:
             return states
-        same = [i for i in stored if len(values[i]) == size and values[i][0] == FORMAT_VERSION
-                and values[i][1:17].rstrip(b"\0") == version]
+        same = [i for i in stored if len(values[i]) == size and values[i][0] == FORMAT_VERSION]
         if same:
             states[same] = np.frombuffer(b"".join(values[i] for i in same), dtype=self.dtype)
+            stale = [i for i in same if states["model_version"][i] != version]
+            states["hidden"][stale] = hidden
+            states["probs"][stale] = probs
+            states["ring_delta"][stale] = 0.0
+            states["model_version"][stale] = version
         for i in set(stored) - set(same):
             raw = values[i]
             if len(raw) >= _HEADER.itemsize:

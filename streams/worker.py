@@ -8,6 +8,7 @@ adapts a Faust table to StateStore) and in unit tests and benchmarks without a b
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class Outcome:
     counts: Counter = field(default_factory=Counter)
     action_names: Counter = field(default_factory=Counter)
     trigger_times_ms: list[int] = field(default_factory=list)  # event time of each action's trigger
+    step_seconds: float = 0.0  # time spent in model steps
 
 
 class Engine:
@@ -113,8 +115,10 @@ class Engine:
             msgs = [touchpoints[p][0] for _, p in round_]
             events = [touchpoints[p][1] for _, p in round_]
             times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
+            started = time.perf_counter()
             step_round(self.model, states, rows, events,
                        np.fromiter((m.offset for m in msgs), dtype=np.int64, count=len(msgs)))
+            out.step_seconds += time.perf_counter() - started
             apply_feedback(self.policy, states, rows, [e.event_type for e in events], [e.item for e in events],
                            times, self.purchase_types)
             for decision in decide(self.policy, states, rows, times):

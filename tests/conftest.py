@@ -50,7 +50,7 @@ def topic_factory(bootstrap: str) -> Iterator[Callable[..., str]]:
 
     yield make
     if created:
-        kafka.admin(bootstrap).delete_topics(created)
+        kafka.delete_topics(bootstrap, created)
 
 
 @pytest.fixture
@@ -85,3 +85,54 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     artifact.save(path, net, vocab, Calibration.identity(len(vocab.heads)), metrics={}, training={"seed": 7})
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def worker_factory(bootstrap: str, settings: Settings, tmp_path):
+    """Start `lam worker` processes against the real broker; each gets its own state folder and web port.
+
+    `start(env)` takes LAM_* overrides (topics, app id, model, policy) and returns the process; all are stopped
+    (SIGTERM, then SIGKILL) when the test ends, and their output is in tmp_path/worker-N.log.
+    """
+    import os
+    import subprocess
+    import sys
+
+    procs: list[subprocess.Popen] = []
+
+    def start(env: dict[str, str]) -> subprocess.Popen:
+        n = len(procs)
+        full = os.environ | {"LAM_BROKER_PORT": str(settings.broker_port),
+                             "LAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+                             "LAM_DATA_DIR": str(tmp_path / f"worker-{n}"),
+                             "LAM_WEB_PORT": str(free_port())} | env
+        log = open(tmp_path / f"worker-{n}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=full, stdout=log,
+                                stderr=subprocess.STDOUT)
+        log.close()
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        stop_process(proc)
+
+
+def stop_process(proc, timeout: float = 30.0) -> None:
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

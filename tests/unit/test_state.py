@@ -22,16 +22,18 @@ def test_unknown_customers_get_the_initial_state():
     assert np.allclose(states["probs"], P0)
 
 
-def test_another_model_versions_state_keeps_its_offset_but_not_its_hidden_state():
+def test_another_model_versions_state_keeps_offset_and_policy_but_not_its_hidden_state():
     old = LAYOUT.fresh(1, "old-model", H0, P0)
     old["hidden"] = 9.0
     old["last_offset"] = 41
+    old["cooldown"][0, 2] = 12345
     other_layout = StateLayout(hidden_size=8, products=3).fresh(1, "v1", np.zeros(8), P0)
     other_layout["last_offset"] = 17
     states = LAYOUT.load(LAYOUT.dump(old) + StateLayout.dump(other_layout), "new-model", H0, P0)
     assert list(states["last_offset"]) == [41, 17]
     assert not states["hidden"].any()
     assert (states["model_version"] == b"new-model").all()
+    assert states["cooldown"][0, 2] == 12345 and states["cooldown"][1, 2] == 0
 
 
 def test_the_reason_ring_wraps_around():
