@@ -21,6 +21,7 @@ from typing import Any
 import faust
 from faust.streams import _current_event  # the context variable faust's tables read the partition from
 
+from streams import health, metrics
 from streams.emit import dead_letter_headers
 from streams.settings import Settings
 from streams.worker import Engine, Inbound
@@ -103,13 +104,17 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout):
             batch = [Inbound(e.message.topic, e.message.partition, e.message.offset, e.key, e.value, e)
                      for e in events]
+            started = time.perf_counter()
             outcome = engine.process(batch, store, now_ms=int(time.time() * 1000))
             for customer, value in outcome.actions:
                 await actions.send(key=customer.encode(), value=value)
             for message, reason in outcome.dead_letters:
                 await dead_letters.send(key=message.key, value=message.value, headers=dead_letter_headers(
                     reason, message.topic, message.partition, message.offset))
+            metrics.record_batch(batch, outcome, time.perf_counter() - started, now_ms=int(time.time() * 1000))
 
+    health.install(app, (settings.input_topic, settings.consent_topic))
+    metrics.MODEL.info({"version": engine.model.version})
     return app
 
 

@@ -63,12 +63,16 @@ def _smoke_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from deploy import broker
-    from streams.smoke import roundtrip
+    from streams.demo import run
 
-    print(broker.start(settings))
-    print(roundtrip(settings))
+    print(run(settings, seconds=args.seconds, rate=args.rate, customers=args.customers))
     return 0
+
+
+def _demo_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: run until Ctrl-C)")
+    parser.add_argument("--rate", type=float, default=500.0, help="live touchpoints per second")
+    parser.add_argument("--customers", type=int, default=20_000, help="customers in the live simulated world")
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -217,6 +221,31 @@ def _topics_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("create",), help="create the missing topics")
 
 
+def _lag(settings: Settings, args: argparse.Namespace) -> int:
+    from streams import lag
+
+    measured = lag.measure(settings.bootstrap, args.group or settings.app_id, settings.lag_timeout)
+    print(lag.as_json(measured) if args.json else lag.render(measured))
+    return 0
+
+
+def _lag_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--group", default=None, help="consumer group [default: the app id, --app-id]")
+    parser.add_argument("--json", action="store_true", help="print JSON for programs instead of a table")
+
+
+def _lag_exporter(settings: Settings, args: argparse.Namespace) -> int:
+    from streams import lag
+
+    lag.serve_exporter(settings.bootstrap, args.group or settings.app_id, settings.lag_exporter_port,
+                       settings.lag_timeout)
+    return 0
+
+
+def _lag_exporter_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--group", default=None, help="consumer group [default: the app id, --app-id]")
+
+
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from streams.app import serve
 
@@ -225,7 +254,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Command] = [
-    Command("demo", "start the local broker and run the system end to end", BROKER_FIELDS + CLIENT_FIELDS[1:], _demo),
+    Command("demo", "the system end to end: broker, topics, model, worker, live touchpoints, actions",
+            tuple(dict.fromkeys(BROKER_FIELDS + WORKER_FIELDS)), _demo, _demo_args),
     Command("broker", "run the local single-node KRaft Kafka broker", BROKER_FIELDS, _broker, _broker_args),
     Command("smoke", "keyed produce/consume round trip through the broker", CLIENT_FIELDS, _smoke, _smoke_args),
     Command("topics", "create the input, consent, action and dead-letter topics", TOPIC_FIELDS, _topics, _topics_args),
@@ -237,6 +267,10 @@ COMMANDS: list[Command] = [
     Command("simulate", "write a simulated touchpoint history and its ground truth", (), _simulate, _simulate_args),
     Command("produce", "stream touchpoints from a file or the simulator into the input topic",
             CLIENT_FIELDS + ("input_topic", "partitions"), _produce, _produce_args),
+    Command("lag", "print the worker group's committed offset, log-end offset and lag per partition",
+            CLIENT_FIELDS + ("app_id", "lag_timeout"), _lag, _lag_args),
+    Command("lag-exporter", "serve the worker group's consumer lag as Prometheus metrics",
+            CLIENT_FIELDS + ("app_id", "lag_timeout", "lag_exporter_port"), _lag_exporter, _lag_exporter_args),
 ]
 
 

@@ -48,6 +48,10 @@ class Settings:
     policy_path: Path = _setting(ROOT / "streams" / "policy.toml", "action policy: actions, thresholds, limits")
     rocksdb_cache_mb: int = _setting(64, "RocksDB block cache per state partition (MiB)")
 
+    # Operations: consumer lag measured from outside the workers.
+    lag_exporter_port: int = _setting(9308, "port of `lam lag-exporter`'s /metrics")
+    lag_timeout: float = _setting(5.0, "seconds `lam lag` and the lag exporter wait for Kafka before failing")
+
     @property
     def bootstrap(self) -> str:
         return self.bootstrap_servers or f"127.0.0.1:{self.broker_port}"
@@ -117,9 +121,11 @@ def _validate(s: Settings) -> None:
     if not 1 <= s.broker_port <= 65534:
         raise UsageError(f"broker_port: expected 1..65534, got {s.broker_port} "
                          f"({flag_name('broker_port')} / {env_name('broker_port')})")
-    for name in ("partitions", "batch_size", "web_port"):
+    for name in ("partitions", "batch_size", "web_port", "lag_exporter_port"):
         if getattr(s, name) < 1:
             raise UsageError(f"{name}: expected >= 1, got {getattr(s, name)} ({flag_name(name)} / {env_name(name)})")
+    if s.lag_timeout <= 0:
+        raise UsageError(f"lag_timeout: expected > 0 seconds, got {s.lag_timeout}")
     if s.batch_timeout <= 0:
         raise UsageError(f"batch_timeout: expected > 0 seconds, got {s.batch_timeout}")
     if s.broker_start_timeout <= 0:
