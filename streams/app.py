@@ -12,6 +12,7 @@ Design (faust-streaming 0.15.3, aiokafka transport):
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -106,11 +107,12 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
                      for e in events]
             started = time.perf_counter()
             outcome = engine.process(batch, store, now_ms=int(time.time() * 1000))
-            for customer, value in outcome.actions:
-                await actions.send(key=customer.encode(), value=value)
-            for message, reason in outcome.dead_letters:
-                await dead_letters.send(key=message.key, value=message.value, headers=dead_letter_headers(
-                    reason, message.topic, message.partition, message.offset))
+            sent = [await actions.send(key=customer.encode(), value=value) for customer, value in outcome.actions]
+            sent += [await dead_letters.send(key=message.key, value=message.value, headers=dead_letter_headers(
+                reason, message.topic, message.partition, message.offset)) for message, reason in outcome.dead_letters]
+            if sent:
+                await asyncio.gather(*sent)  # acknowledged before the states that mark their touchpoints applied
+            engine.save(outcome, store)
             metrics.record_batch(batch, outcome, time.perf_counter() - started, now_ms=int(time.time() * 1000))
 
     health.install(app, (settings.input_topic, settings.consent_topic))

@@ -1,6 +1,6 @@
 """The hot path: one batch of Kafka messages in, state updates, actions and dead letters out.
 
-    decode -> group by customer -> load states -> skip redeliveries -> step rounds -> decide -> emit -> store
+    decode -> group by customer -> load states -> skip redeliveries -> step rounds -> decide -> emit -> save
 
 `Engine.process` is a plain function of the batch and a `StateStore`, so it runs the same under Faust (streams/app.py
 adapts a Faust table to StateStore) and in unit tests and benchmarks without a broker.
@@ -54,6 +54,7 @@ class Outcome:
     action_names: Counter = field(default_factory=Counter)
     trigger_times_ms: list[int] = field(default_factory=list)  # event time of each action's trigger
     step_seconds: float = 0.0  # time spent in model steps
+    writes: list[tuple[str, bytes, Any]] = field(default_factory=list)  # (customer, state, context) to store
 
 
 class Engine:
@@ -132,6 +133,12 @@ class Engine:
                 out.trigger_times_ms.append(event.event_time_ms)
             out.counts["applied"] += len(round_)
         values = self.layout.dump(states)
-        for c, customer in enumerate(customers):
-            if fresh[c]:
-                store.put(customer, values[c], contexts[c])
+        out.writes = [(customer, values[c], contexts[c]) for c, customer in enumerate(customers) if fresh[c]]
+
+    @staticmethod
+    def save(outcome: Outcome, store: StateStore) -> None:
+        """Store the batch's new states. Call it only once the batch's actions are acknowledged by Kafka: a
+        state records its touchpoints as applied, so an action lost before it was stored would never be
+        emitted again, while one stored twice is dropped downstream by its id."""
+        for customer, value, context in outcome.writes:
+            store.put(customer, value, context)

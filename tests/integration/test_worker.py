@@ -63,6 +63,7 @@ def reference(settings, batch: list[Inbound]):
     engine = Engine(model, load_policy(settings.policy_path, model.products), settings.consent_topic)
     store = MemoryStore()
     out = engine.process(sorted(batch, key=lambda m: (m.partition, m.offset)), store, now_ms=0)
+    engine.save(out, store)
     return engine, store, out
 
 

@@ -28,6 +28,7 @@ def run(model, policy, messages, batch_size):
     engine, store, actions = Engine(model, policy, consent_topic="consent"), MemoryStore(), []
     for i in range(0, len(messages), batch_size):
         out = engine.process(messages[i:i + batch_size], store, now_ms=0)
+        engine.save(out, store)
         actions += [orjson.loads(a) for _, a in out.actions]
     return engine, store, actions
 
@@ -63,6 +64,8 @@ def test_redelivered_messages_change_nothing_and_emit_nothing(model, policy):
     engine, store, actions = run(model, policy, messages, batch_size=50)
     before = dict(store.values)
     again = engine.process(messages, store, now_ms=0)
+    engine.save(again, store)
+    assert again.writes == []
     assert actions and again.actions == []
     assert again.counts["duplicates_skipped"] == len(messages)
     assert store.values == before
@@ -91,6 +94,7 @@ def test_opted_out_customers_get_no_action_and_lose_their_state(model, policy):
     store.values[target] = b"old state"
     engine.process([consent], store, now_ms=0)
     out = engine.process(inbound(events), store, now_ms=0)
+    engine.save(out, store)
     assert target not in store.values
     assert all(orjson.loads(a)["customer_id"] != target for _, a in out.actions)
     assert out.counts["opted_out_skipped"] == sum(e.customer_id == target for e in events)
