@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import shlex
@@ -27,6 +26,7 @@ import numpy as np
 import orjson
 
 from sim.write import simulate
+from streams.reports import BENCHMARKS_TITLE, merge_json, write_section
 from sim.world import World, WorldConfig
 from streams import kafka, produce
 from streams.errors import LamError
@@ -90,11 +90,8 @@ def _record(figures: dict[str, Any], args: argparse.Namespace) -> None:
         [f"--{k}={v}" for k, v in vars(args).items()])
     entry = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": command,
              "machine": _machine(), **figures}
-    json_path = DOCS / "benchmarks.json"
-    doc = json.loads(json_path.read_text()) if json_path.exists() else {}
-    doc["simulate_produce"] = entry
-    json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    _write_section(DOCS / "benchmarks.md", _markdown(entry))
+    merge_json(DOCS / "benchmarks.json", "simulate_produce", entry)
+    write_section(DOCS / "benchmarks.md", START, END, _markdown(entry), BENCHMARKS_TITLE)
 
 
 def _markdown(e: dict[str, Any]) -> str:
@@ -121,15 +118,6 @@ def _markdown(e: dict[str, Any]) -> str:
         "murmur2 partitioning, keyed by customer id).",
         END,
     ])
-
-
-def _write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by the commands in `bench/`.\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

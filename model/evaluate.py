@@ -14,7 +14,6 @@ log is a configuration (its own dataset key in docs/model.json), not new code.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from model.artifact import LoadedModel
 from model.data import EventTable, ScoringPoints
 from model.encode import DAY_MS
 from streams.errors import LamError
+from streams.reports import merge_json, write_section
 
 BASELINES = ("random", "recency", "rfm", "logistic_regression")
 _SHARES = np.array([0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0])
@@ -210,17 +210,10 @@ def write(report: dict[str, Any], dataset: str, out_dir: str | Path) -> list[Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path, png_path = out / "model.json", out / "model.md", out / f"lift_{dataset}.png"
-    doc = json.loads(json_path.read_text()) if json_path.exists() else {}
-    doc[dataset] = _finite(report)
-    json_path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    merge_json(json_path, dataset, _finite(report))
     begin, end = f"<!-- lam evaluate: {dataset} -->", f"<!-- /lam evaluate: {dataset} -->"
     block = f"{begin}\n{markdown(report, dataset)}\n![lift]({png_path.name})\n{end}"
-    text = md_path.read_text() if md_path.exists() else "# Model evaluation\n"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    md_path.write_text(text)
+    write_section(md_path, begin, end, block, "# Model evaluation")
     plot_lift(report, png_path, f"Lift over base rate ({dataset})")
     return [md_path, json_path, png_path]
 
