@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit clean
+.PHONY: demo test unit tools clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "Python 3.11 is required"; exit 1; }
@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/lam demo
 
-test: $(STAMP)
+# promtool (Debian's prometheus package) checks the Prometheus configuration and alert rules in the tests.
+tools:
+	@command -v promtool > /dev/null || { echo "installing promtool (Debian package prometheus)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		prometheus > /dev/null; }
+
+test: $(STAMP) tools
 	$(VENV)/bin/pytest
 
 unit: $(STAMP)
