@@ -13,10 +13,12 @@ Design (faust-streaming 0.15.3, aiokafka transport):
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -84,6 +86,8 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         table_standby_replicas=settings.standby_replicas,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.session_timeout / 10,
         web_port=settings.web_port,
         web_bind="0.0.0.0",
         web_in_thread=False,
@@ -112,7 +116,8 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
                 reason, message.topic, message.partition, message.offset)) for message, reason in outcome.dead_letters]
             if sent:
                 await asyncio.gather(*sent)  # acknowledged before the states that mark their touchpoints applied
-            engine.save(outcome, store)
+            assigned = app.consumer.assignment()
+            engine.save(outcome, store, owned=lambda event: event.message.tp in assigned)
             metrics.record_batch(batch, outcome, time.perf_counter() - started, now_ms=int(time.time() * 1000))
 
     health.install(app, (settings.input_topic, settings.consent_topic))
@@ -131,5 +136,52 @@ def serve(settings: Settings) -> None:
     topics.ensure(settings)
     print(f"lam worker: model {model.version} ({settings.model_path}), {len(policy.actions)} actions\n"
           f"{settings.describe()}", flush=True)
+    if discard_state_after_crash(settings.data_dir):
+        print(f"lam worker: the last stop was not clean; local state in {settings.data_dir} discarded, "
+              f"recovering it from the changelogs", flush=True)
     app = create_app(settings, Engine(model, policy, settings.consent_topic))
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    _Worker(app, settings.data_dir, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+CLEAN_STOP = ".clean-stop"
+
+
+def discard_state_after_crash(data_dir: Path) -> bool:
+    """Empty the state folder unless the last worker left it with a clean stop.
+
+    After a crash, RocksDB may hold writes whose changelog records were never sent. The restarted worker would
+    trust them while a worker that takes the partition over later rebuilds it from the changelog without them,
+    and the two would disagree; rebuilding from the changelog now keeps one truth (Kafka Streams does the same).
+    """
+    mark = data_dir / CLEAN_STOP
+    if mark.exists():
+        mark.unlink()
+        return False
+    if data_dir.exists() and any(data_dir.iterdir()):
+        shutil.rmtree(data_dir)
+        return True
+    return False
+
+
+class _Worker(faust.Worker):
+    """A faust Worker that marks its state folder clean when it stops on SIGTERM or SIGINT without a crash,
+    after faust has flushed the producer and committed."""
+
+    def __init__(self, app: faust.App, data_dir: Path, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.data_dir = data_dir
+        self.stopped_by_signal = False
+
+    def _on_sigterm(self) -> None:
+        self.stopped_by_signal = True
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self.stopped_by_signal = True
+        super()._on_sigint()
+
+    def stop_and_shutdown(self) -> None:
+        super().stop_and_shutdown()
+        if self.stopped_by_signal and self.crash_reason is None and self.app.crash_reason is None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.data_dir / CLEAN_STOP).touch()

@@ -19,7 +19,7 @@ from streams.settings import Settings
 BROKER_FIELDS = ("home", "broker_port", "broker_heap", "broker_start_timeout")
 CLIENT_FIELDS = ("broker_port", "bootstrap_servers")
 TOPIC_FIELDS = CLIENT_FIELDS + ("input_topic", "consent_topic", "action_topic", "dead_letter_topic", "partitions")
-WORKER_FIELDS = TOPIC_FIELDS + ("app_id", "batch_size", "batch_timeout", "standby_replicas", "data_dir",
+WORKER_FIELDS = TOPIC_FIELDS + ("app_id", "batch_size", "batch_timeout", "standby_replicas", "session_timeout", "data_dir",
                                 "web_port", "model_path", "policy_path", "rocksdb_cache_mb")
 
 
@@ -253,6 +253,30 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(settings_mod.ROOT))  # bench/ lives in the checkout, not in the installed package
+    from bench.run import main
+
+    return main(settings, args.quick, args.docs_dir, events=args.events, customers=args.customers,
+                naive_events=args.naive_events, states=args.states)
+
+
+def _bench_args(parser: argparse.ArgumentParser) -> None:
+    def sizes(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated counts, got {text!r}") from None
+
+    parser.add_argument("--events", type=int, help="touchpoints for the engine's throughput run [2000000]")
+    parser.add_argument("--customers", type=int, help="customers of the simulated touchpoints [200000]")
+    parser.add_argument("--naive-events", type=int, help="touchpoints for the naive design's run [100000]")
+    parser.add_argument("--states", type=sizes, help="customer-state counts for the memory table "
+                                                     "[100000,1000000,10000000]")
+    parser.add_argument("--quick", action="store_true", help="small sizes for every unset flag (the smoke test)")
+    parser.add_argument("--docs-dir", default=None, help="where benchmarks.md/.json go [docs/]")
+
+
 COMMANDS: list[Command] = [
     Command("demo", "the system end to end: broker, topics, model, worker, live touchpoints, actions",
             tuple(dict.fromkeys(BROKER_FIELDS + WORKER_FIELDS)), _demo, _demo_args),
@@ -271,6 +295,9 @@ COMMANDS: list[Command] = [
             CLIENT_FIELDS + ("app_id", "lag_timeout"), _lag, _lag_args),
     Command("lag-exporter", "serve the worker group's consumer lag as Prometheus metrics",
             CLIENT_FIELDS + ("app_id", "lag_timeout", "lag_exporter_port"), _lag_exporter, _lag_exporter_args),
+    Command("bench", "throughput, latency and memory of the engine beside the naive design; writes docs/benchmarks.*",
+            CLIENT_FIELDS + ("partitions", "batch_size", "batch_timeout", "model_path", "rocksdb_cache_mb"), _bench,
+            _bench_args),
 ]
 
 

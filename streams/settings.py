@@ -42,7 +42,10 @@ class Settings:
     batch_size: int = _setting(2000, "most touchpoints a worker takes into one micro-batch")
     batch_timeout: float = _setting(0.05, "seconds a worker waits to fill a micro-batch before processing it")
     standby_replicas: int = _setting(0, "standby copies of each state partition kept warm by other workers")
-    data_dir: Path = _setting(ROOT / ".lam" / "worker", "folder of the worker's RocksDB state")
+    session_timeout: float = _setting(10.0, "seconds without heartbeats before a worker's partitions move to others")
+    data_dir: Path = _setting(ROOT / ".lam" / "worker",
+                              "folder of the worker's RocksDB state; discarded (rebuilt from the changelogs) after "
+                              "a stop that was not clean")
     web_port: int = _setting(6066, "port of the worker's HTTP server (health, metrics)")
     model_path: Path = _setting(ROOT / "artifacts" / "model.pt", "model artifact the worker serves")
     policy_path: Path = _setting(ROOT / "streams" / "policy.toml", "action policy: actions, thresholds, limits")
@@ -126,6 +129,8 @@ def _validate(s: Settings) -> None:
             raise UsageError(f"{name}: expected >= 1, got {getattr(s, name)} ({flag_name(name)} / {env_name(name)})")
     if s.lag_timeout <= 0:
         raise UsageError(f"lag_timeout: expected > 0 seconds, got {s.lag_timeout}")
+    if s.session_timeout < 1:
+        raise UsageError(f"session_timeout: expected >= 1 second, got {s.session_timeout}")
     if s.batch_timeout <= 0:
         raise UsageError(f"batch_timeout: expected > 0 seconds, got {s.batch_timeout}")
     if s.broker_start_timeout <= 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -136,9 +136,12 @@ class Engine:
         out.writes = [(customer, values[c], contexts[c]) for c, customer in enumerate(customers) if fresh[c]]
 
     @staticmethod
-    def save(outcome: Outcome, store: StateStore) -> None:
+    def save(outcome: Outcome, store: StateStore, owned: Callable[[Any], bool] = lambda context: True) -> None:
         """Store the batch's new states. Call it only once the batch's actions are acknowledged by Kafka: a
         state records its touchpoints as applied, so an action lost before it was stored would never be
-        emitted again, while one stored twice is dropped downstream by its id."""
+        emitted again, while one stored twice is dropped downstream by its id. States of partitions this worker
+        no longer `owned` (a rebalance moved them meanwhile) are not written: their new owner redoes the work
+        from the last committed offset, and a late write here would land after its writes in the changelog."""
         for customer, value, context in outcome.writes:
-            store.put(customer, value, context)
+            if owned(context):
+                store.put(customer, value, context)

@@ -1,0 +1,22 @@
+"""Worker start-up: local state is trusted only after a clean stop."""
+
+from streams.app import CLEAN_STOP, discard_state_after_crash
+
+
+def test_state_left_by_a_crash_is_discarded(tmp_path):
+    (tmp_path / "v1").mkdir()
+    assert discard_state_after_crash(tmp_path) is True
+    assert not tmp_path.exists()
+
+
+def test_state_left_by_a_clean_stop_is_kept_once(tmp_path):
+    (tmp_path / "v1").mkdir()
+    (tmp_path / CLEAN_STOP).touch()
+    assert discard_state_after_crash(tmp_path) is False
+    assert (tmp_path / "v1").is_dir() and not (tmp_path / CLEAN_STOP).exists()
+    assert discard_state_after_crash(tmp_path) is True  # the mark is used up: the next start needs a new one
+
+
+def test_a_fresh_folder_is_left_alone(tmp_path):
+    assert discard_state_after_crash(tmp_path / "new") is False
+    assert discard_state_after_crash(tmp_path) is False
