@@ -254,7 +254,6 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
-    sys.path.insert(0, str(settings_mod.ROOT))  # bench/ lives in the checkout, not in the installed package
     from bench.run import main
 
     return main(settings, args.quick, args.docs_dir, events=args.events, customers=args.customers,

@@ -1,0 +1,227 @@
+"""The on-broker phases: one worker process (the engine or the naive design) over its own fresh topics.
+
+Throughput: the input topic is filled first, then one worker starts and the consumer group's committed offsets
+are followed to the end. Latency: a worker runs while touchpoints are produced at a fixed rate with event_time =
+now, and each action's arrival is compared with its trigger's event time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from tqdm import tqdm
+
+from bench.report import load_average
+from bench.states import ROOT, peak_rss_mib
+from streams import kafka, produce, topics
+from streams.contract import Touchpoint
+from streams.errors import LamError
+from streams.settings import Settings
+
+ENGINE = ("-m", "streams.cli", "worker")
+NAIVE = ("-m", "bench.naive")
+_POLL = 0.1  # seconds between looks at committed offsets
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """Fresh topics, application id, state folder and web port for one worker run; its LAM_* environment."""
+
+    settings: Settings
+    env: dict[str, str]
+
+    @classmethod
+    def create(cls, base: Settings, workdir: Path, model_path: Path, policy_path: Path, web_port: int) -> Scratch:
+        uid = f"lam-bench-{uuid.uuid4().hex[:8]}"
+        env = {"LAM_APP_ID": uid, "LAM_INPUT_TOPIC": f"{uid}.touchpoints", "LAM_CONSENT_TOPIC": f"{uid}.consent",
+               "LAM_ACTION_TOPIC": f"{uid}.actions", "LAM_DEAD_LETTER_TOPIC": f"{uid}.deadletter",
+               "LAM_PARTITIONS": str(base.partitions), "LAM_DATA_DIR": str(workdir / uid),
+               "LAM_WEB_PORT": str(web_port), "LAM_MODEL_PATH": str(model_path),
+               "LAM_POLICY_PATH": str(policy_path), "LAM_BROKER_PORT": str(base.broker_port),
+               "LAM_BATCH_SIZE": str(base.batch_size), "LAM_BATCH_TIMEOUT": str(base.batch_timeout),
+               "LAM_ROCKSDB_CACHE_MB": str(base.rocksdb_cache_mb),
+               "LAM_BOOTSTRAP_SERVERS": base.bootstrap_servers}
+        settings = dataclasses.replace(base, app_id=uid, input_topic=env["LAM_INPUT_TOPIC"],
+                                       consent_topic=env["LAM_CONSENT_TOPIC"], action_topic=env["LAM_ACTION_TOPIC"],
+                                       dead_letter_topic=env["LAM_DEAD_LETTER_TOPIC"], data_dir=workdir / uid,
+                                       model_path=model_path, policy_path=policy_path, web_port=web_port)
+        topics.ensure(settings)
+        return cls(settings, env)
+
+    def partitions(self, topic: str) -> list[TopicPartition]:
+        return [TopicPartition(topic, p) for p in range(self.settings.partitions)]
+
+    def delete(self) -> None:
+        """Drop every topic of this run, the changelogs faust made included (they share the app id prefix)."""
+        names = [t for t in kafka.admin(self.settings.bootstrap).list_topics(timeout=10).topics
+                 if t.startswith(self.settings.app_id)]
+        if names:
+            kafka.delete_topics(self.settings.bootstrap, names)
+
+
+class Worker:
+    """A worker subprocess (`argv` after the interpreter) with the scratch environment; output to a log file."""
+
+    def __init__(self, argv: tuple[str, ...], scratch: Scratch, log: Path) -> None:
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=os.environ | scratch.env,
+                                         stdout=out, stderr=subprocess.STDOUT)
+        self.log = log
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise LamError(f"worker exited with {self.proc.returncode}: {tail[0]} (log: {self.log})")
+
+    def peak_rss_mib(self) -> float | None:
+        return peak_rss_mib(self.proc.pid)
+
+
+def fill(scratch: Scratch, events: Iterable[Touchpoint], total: int) -> None:
+    done = produce.deliver(scratch.settings.bootstrap, scratch.settings.input_topic, events, total)
+    if done.failed:
+        raise LamError(f"{done.failed:,} touchpoints not delivered ({done.first_error})")
+
+
+def _end_offsets(cons: Any, tps: list[TopicPartition]) -> list[int]:
+    return [cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+
+
+def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: float) -> dict[str, Any]:
+    """Events per second between the group's first commit and its commit of the input topic's end."""
+    s = scratch.settings
+    watcher = kafka.consumer(s.bootstrap, group_id=s.app_id)  # only reads the group's offsets; never subscribes
+    try:
+        tps = scratch.partitions(s.input_topic)
+        ends = _end_offsets(watcher, tps)
+        total = sum(ends)
+        bar = tqdm(total=total, unit=" events", file=sys.stderr, desc=f"{argv[-1]} consumes", dynamic_ncols=True)
+        with Worker(argv, scratch, log) as worker:
+            launched = time.monotonic()
+            first: tuple[float, int] | None = None
+            done = 0
+            while done < total:
+                worker.check()
+                if time.monotonic() - launched > timeout:
+                    raise LamError(f"{argv[-1]}: {done:,} of {total:,} events consumed after {timeout:.0f} s")
+                time.sleep(_POLL)
+                done = sum(max(tp.offset, 0) for tp in watcher.committed(tps, timeout=10))
+                bar.update(done - bar.n)
+                if first is None and done > 0:
+                    first = (time.monotonic(), done)
+            finished = time.monotonic()
+            peak = worker.peak_rss_mib()
+        bar.close()
+        actions = sum(_end_offsets(watcher, scratch.partitions(s.action_topic)))
+    finally:
+        watcher.close()
+    # A run short enough to be done in its first commit has no interval to measure: count from launch then.
+    if first is not None and first[1] < total and finished > first[0]:
+        rate, measured_from = (total - first[1]) / (finished - first[0]), "first commit"
+    else:
+        rate, measured_from = total / (finished - launched), "process start (includes start-up)"
+    return {"events": total, "seconds": round(finished - launched, 2), "events_per_second": round(rate),
+            "measured_from": measured_from, "peak_rss_mib": peak, "actions": actions,
+            "action_share": actions / total if total else 0.0, "load": load_average()}
+
+
+class _ActionClock:
+    """Reads the action topic from its start in a thread; keeps (arrival ms - trigger event time ms) per action."""
+
+    def __init__(self, scratch: Scratch) -> None:
+        self.cons = kafka.consumer(scratch.settings.bootstrap)
+        self.cons.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)
+                          for tp in scratch.partitions(scratch.settings.action_topic)])
+        self.samples: list[tuple[int, int]] = []  # (trigger event time, latency), both ms
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            messages = self.cons.consume(1000, 0.05)
+            now = time.time() * 1000
+            for m in messages:
+                if not m.error():
+                    t = orjson.loads(m.value())["trigger"]["event_time"]
+                    self.samples.append((t, int(now - t)))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.cons.close()
+
+
+def _records(events: Iterable[Touchpoint], rate: float, bar: tqdm | None = None) -> Iterator[tuple[str, bytes]]:
+    """Keyed touchpoints released at `rate` per second, each stamped with the wall clock as it is released."""
+    for event in produce._paced(events, produce.Plan(rate=rate)):
+        if bar is not None:
+            bar.update()
+        yield event.customer_id, dataclasses.replace(event, event_time_ms=int(time.time() * 1000)).to_wire()
+
+
+def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator[Touchpoint], rate: float,
+            seconds: float) -> dict[str, Any]:
+    """Percentiles of event-time-to-action latency for touchpoints offered at `rate` per second for `seconds`."""
+    s = scratch.settings
+    clock = _ActionClock(scratch)
+    # A short linger: the producer's batching delay counts in the latency, as it would for a live source.
+    prod = kafka.producer(s.bootstrap, **{"linger.ms": 5})
+    try:
+        with Worker(argv, scratch, log) as worker:
+            deadline = time.monotonic() + 120
+            while not clock.samples:  # warm-up: the worker has joined and answers
+                worker.check()
+                if time.monotonic() > deadline:
+                    raise LamError(f"{argv[-1]}: no action within 120 s of start (log: {log})")
+                kafka.deliver_all(prod, _records(islice(events, 10), 100), s.input_topic)
+                time.sleep(0.5)
+            started_ms = int(time.time() * 1000)
+            count = int(rate * seconds)
+            bar = tqdm(total=count, unit=" events", file=sys.stderr, desc=f"{argv[-1]} at {rate:,.0f}/s")
+            failed = kafka.deliver_all(prod, _records(islice(events, count), rate, bar), s.input_topic)
+            bar.close()
+            if failed:
+                raise LamError(f"{failed:,} touchpoints not delivered to {s.input_topic}")
+            drain_until = time.monotonic() + 15
+            while time.monotonic() < drain_until and sum(t >= started_ms for t, _ in clock.samples) < count:
+                worker.check()
+                time.sleep(0.2)
+    finally:
+        clock.close()
+    lat = np.array([d for t, d in clock.samples if t >= started_ms], dtype=np.float64)
+    pct = np.percentile(lat, [50, 95, 99]) if len(lat) else [None] * 3
+    return {"rate": round(rate), "seconds": seconds, "offered": count, "actions": int(len(lat)),
+            "p50": _round(pct[0]), "p95": _round(pct[1]), "p99": _round(pct[2]),
+            "max": _round(lat.max()) if len(lat) else None, "load": load_average()}
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 1)

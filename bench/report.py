@@ -1,0 +1,170 @@
+"""Where the engine benchmark's figures go: a section of docs/benchmarks.md and a key of docs/benchmarks.json.
+
+Other sections and keys are kept (streams.reports), so each benchmark regenerates only its own figures.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from streams.reports import BENCHMARKS_TITLE, merge_json, write_section
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+KEY = "engine"
+START, END = "<!-- bench:engine:start -->", "<!-- bench:engine:end -->"
+_PACKAGES = ("faust-streaming", "aiokafka", "confluent-kafka", "torch", "rocksdict", "numpy", "orjson")
+
+
+def machine() -> dict[str, Any]:
+    """The machine and the versions the figures depend on; load is sampled again beside each phase."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+            "memory_gib": round(mem_kb / 2**20, 1), "python": platform.python_version(),
+            **{name: version(name) for name in _PACKAGES}}
+
+
+def load_average() -> list[float]:
+    """1-, 5- and 15-minute load averages: other developers share these cores, so figures carry the load."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def write(docs: Path, entry: dict[str, Any]) -> None:
+    """Store `entry` under KEY in docs/benchmarks.json and its tables between our markers in docs/benchmarks.md."""
+    docs.mkdir(parents=True, exist_ok=True)
+    merge_json(docs / "benchmarks.json", KEY, entry)
+    write_section(docs / "benchmarks.md", START, END, markdown(entry), BENCHMARKS_TITLE)
+
+
+def _n(x: float | None, digits: int = 0) -> str:
+    return "n/a" if x is None else f"{x:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:,.1f}x" if a and b else "n/a"
+
+
+def markdown(e: dict[str, Any]) -> str:
+    m, eng, nai = e["machine"], e["engine"], e["naive"]
+    lines = [
+        START,
+        "## Streaming engine: throughput, latency and memory, beside the naive pipeline",
+        "",
+        f"Measured {e['date']} with `{e['command']}` on {m['cpu']} ({m['cores']} cores shared with other "
+        f"developers' work, so figures are noisy; load averages are recorded beside each phase), "
+        f"{m['memory_gib']} GiB, "
+        f"Python {m['python']}, faust-streaming {m['faust-streaming']}, aiokafka {m['aiokafka']}, "
+        f"confluent-kafka {m['confluent-kafka']}, torch {m['torch']}, rocksdict {m['rocksdict']}, numpy {m['numpy']}, "
+        f"orjson {m['orjson']}; the local single-node broker; model {e['model']}; {e['partitions']} partitions; "
+        f"batches of up to {e['batch_size']:,}; {e['torch_threads']} torch thread per process (OMP_NUM_THREADS, "
+        "set by the benchmark for every process: the figures are per core).",
+        "",
+        "| measure | engine (`lam worker`) | naive (`bench/naive.py`) | engine / naive |",
+        "|---|---:|---:|---:|",
+        f"| touchpoints consumed | {eng['throughput']['events']:,} | {nai['throughput']['events']:,} | |",
+        f"| sustained throughput, events/s per worker process | {_n(eng['throughput']['events_per_second'])} "
+        f"| {_n(nai['throughput']['events_per_second'])} "
+        f"| {_ratio(eng['throughput']['events_per_second'], nai['throughput']['events_per_second'])} |",
+        f"| peak resident memory, MiB | {_n(eng['throughput']['peak_rss_mib'])} "
+        f"| {_n(nai['throughput']['peak_rss_mib'])} | |",
+        f"| share of touchpoints that led to an action | {eng['throughput']['action_share']:.2%} "
+        f"| {nai['throughput']['action_share']:.2%} | |",
+    ]
+    for p in ("p50", "p95", "p99"):
+        lines.append(f"| latency {p}, ms (event time to action on the output topic) | {_n(eng['latency'][p], 1)} "
+                     f"| {_n(nai['latency'][p], 1)} | {_ratio(eng['latency'][p], nai['latency'][p])} |")
+    lines += [
+        f"| latency phase: offered events/s; touchpoints offered / actions received | {_n(eng['latency']['rate'])}; "
+        f"{eng['latency']['offered']:,} / {eng['latency']['actions']:,} | {_n(nai['latency']['rate'])}; "
+        f"{nai['latency']['offered']:,} / {nai['latency']['actions']:,} | |",
+        f"| load average (1 min) during throughput / latency | {eng['throughput']['load'][0]} / "
+        f"{eng['latency']['load'][0]} | {nai['throughput']['load'][0]} / {nai['latency']['load'][0]} | |",
+        "",
+        "Throughput: N simulated touchpoints of M customers are loaded into a fresh input topic first; one worker "
+        "process then starts on it with a fresh application id and state folder, and the rate counts the events "
+        "committed between the consumer group's first commit and the commit of the topic's end (start-up and "
+        "rebalance are left out). Policy: the shipped `streams/policy.toml`. Peak memory is the worker's VmHWM. "
+        "The naive design runs the first naive-events touchpoints of the same stream (a rate is comparable). "
+        "Latency: a fresh worker, touchpoints produced at half the maximum rate measured above with event_time = "
+        "wall clock at production (producer linger 5 ms), and a policy that acts on every touchpoint (threshold "
+        "0, re-arm always, no cool-down, no contact limits), so every touchpoint is measured; latency is the "
+        "arrival time of its action at a consumer minus the trigger's event_time. That policy sends an action per "
+        "touchpoint, work the shipped policy (about 1% actions) does not do, so half the rate measured with the "
+        "shipped policy can be close to the worker's capacity under it; latency includes the worker's batch wait "
+        "(`--batch-timeout`).",
+        "",
+        "### State memory as the customer base grows",
+        "",
+        "| customer states | on disk, MiB | bytes per state on disk | peak RSS, MiB (writer) "
+        "| peak RSS, MiB (engine over RocksDB) | engine events/s over RocksDB |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in e["states"]:
+        lines.append(f"| {s['states']:,} | {_n(s['disk_mib'])} | {_n(s['disk_bytes_per_state'])} "
+                     f"| {_n(s['write_peak_rss_mib'])} | {_n(s['engine_rss_mib'])} "
+                     f"| {_n(s['engine_events_per_second'])} |")
+    c, rate = e["ceiling"], eng["throughput"]["events_per_second"]
+    lines += [
+        "",
+        f"States of the real layout ({e['state_bytes']:,} bytes) are written into {e['partitions']} RocksDB "
+        "databases opened with the worker's options (faust's RocksDBOptions with the table options of "
+        "streams/app.py); then a fresh process loads the model, opens them and runs `Engine.process` over batches "
+        f"of touchpoints of random customers ({e['states_engine_events']:,} touchpoints, reads and writes); its "
+        "VmHWM is the RSS column, so it includes Python, torch and the model (not Faust or Kafka clients). "
+        "RocksDB's share is bounded by the block caches (one per partition, `--rocksdb-cache-mb` each) and "
+        "memtables (2 x 16 MiB per partition), not by the number of states; on disk, blocks are compressed.",
+        "",
+        "### The ceiling: the same work without Kafka or Faust",
+        "",
+        "| stage, per touchpoint | µs | events/s alone |",
+        "|---|---:|---:|",
+    ]
+    for name, us in c["per_event_us"].items():
+        lines.append(f"| {name} | {us:.2f} | {_n(1e6 / us if us else None)} |")
+    lines += [
+        f"| the physical ceiling: decode + GRU step + RocksDB read + RocksDB write | {c['ceiling_us']:.2f} "
+        f"| {_n(c['ceiling_per_second'])} |",
+        f"| `Engine.process` over RocksDB, batches of {c['batch']:,}, no Kafka "
+        f"| {1e6 / c['engine_rocksdb_per_second']:.2f} | {_n(c['engine_rocksdb_per_second'])} |",
+        "",
+        f"The engine under Kafka and Faust reaches {rate / c['ceiling_per_second']:.0%} "
+        f"of the ceiling and {rate / c['engine_rocksdb_per_second']:.0%} of "
+        "`Engine.process` alone.",
+        "",
+        f"Targets: >= 50,000 events/s per worker ({_verdict(eng['throughput']['events_per_second'] >= 50_000)}), "
+        f">= 10x the naive design ({_verdict(_ok_ratio(eng, nai))}), p99 < 100 ms at half the maximum rate "
+        f"({_verdict(eng['latency']['p99'] is not None and eng['latency']['p99'] < 100)}), RSS < 1.5 GB with "
+        f"10 million states ({_ten_million(e)}).",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def _ok_ratio(eng: dict[str, Any], nai: dict[str, Any]) -> bool:
+    a, b = eng["throughput"]["events_per_second"], nai["throughput"]["events_per_second"]
+    return bool(a and b and a / b >= 10)
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def _ten_million(e: dict[str, Any]) -> str:
+    row = next((s for s in e["states"] if s["states"] == 10_000_000), None)
+    if row is None:
+        return "not measured in this run"
+    worker = e["engine"]["throughput"]["peak_rss_mib"]
+    return (f"{_verdict(row['engine_rss_mib'] * 2**20 < 1.5e9)} by the engine over RocksDB, "
+            f"{row['engine_rss_mib']:,.0f} MiB; the Faust worker itself peaked at {worker:,.0f} MiB with "
+            f"{e['customers']:,} customers, {_verdict(worker * 2**20 < 1.5e9)} for it")
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)

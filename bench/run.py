@@ -1,0 +1,195 @@
+"""`lam bench`: throughput, latency and memory of the engine beside the naive design, in one run.
+
+    .venv/bin/lam bench [--events 2000000] [--customers 200000] [--naive-events 100000]
+                        [--states 100000,1000000,10000000] [--quick]
+
+Phases: the ceiling (each hot-path stage alone), engine and naive throughput on the real broker, engine and naive
+latency at half their maximum rates, state memory and disk at each size. Writes docs/benchmarks.md (its section
+between the `bench:engine` markers) and the "engine" key of docs/benchmarks.json. A benchmark: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import ceiling, kafka_run, report, states
+from model.artifact import load
+from sim.world import World, WorldConfig
+from streams import kafka
+from streams.contract import Touchpoint
+from streams.decide import load_policy
+from streams.errors import LamError
+from streams.settings import ROOT, Settings
+from streams.state import StateLayout
+
+TORCH_THREADS = 1
+LATENCY_RATE_SHARE = 0.5  # latency is measured at this share of the maximum rate measured in the same run
+EVENTS_PER_CUSTOMER_DAY = 0.07  # the simulator's default world, measured: ~13 touchpoints per customer in 180 days
+# Acts on every touchpoint (threshold 0, re-armed at once, no cool-down or limits), so each one is timed.
+EAGER_POLICY = """version = 1
+rearm_margin = -1.0
+recent_purchase_days = 0
+min_events = 1
+action_ttl_hours = 48
+holdout_share = 0.0
+
+[[actions]]
+name = "call_fiber_offer"
+product = "fiber_1g"
+channel = "telemarketing"
+threshold = 0.0
+value = 1.0
+cooldown_days = 0
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    events: int = 2_000_000
+    customers: int = 200_000
+    naive_events: int = 100_000
+    states: tuple[int, ...] = (100_000, 1_000_000, 10_000_000)
+    latency_seconds: float = 30.0
+    state_engine_events: int = 100_000  # touchpoints the engine applies over each state database
+    ceiling_events: int = 20_000
+    quick: bool = False
+    docs: Path = report.DOCS
+
+    @property
+    def command(self) -> str:
+        flags = " --quick" if self.quick else ""
+        return (f".venv/bin/lam bench --events {self.events} --customers {self.customers} --naive-events "
+                f"{self.naive_events} --states {','.join(map(str, self.states))}{flags}")
+
+
+# Small enough for the test suite (well under a minute of Kafka work), large enough to exercise every phase.
+QUICK = Options(events=20_000, customers=4_000, naive_events=2_000, states=(10_000,), latency_seconds=4.0,
+                state_engine_events=4_000, ceiling_events=4_000, quick=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _world(customers: int, events: int) -> World:
+    """A simulated world with at least `events` touchpoints (its first `events` in time order are used)."""
+    days = max(30.0, 1.2 * events / (customers * EVENTS_PER_CUSTOMER_DAY))
+    world = World(WorldConfig(customers=customers, days=days, seed=1))
+    if len(world.columns) < events:
+        raise LamError(f"the simulated world has {len(world.columns):,} touchpoints, fewer than --events {events:,}; "
+                       "give more --customers")
+    return world
+
+
+def _endless(world: World) -> Iterator[Touchpoint]:
+    """The world's touchpoints over and over, for latency phases longer than its history."""
+    while True:
+        yield from world.events()
+
+
+def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: int, options: Options,
+               workdir: Path, eager: Path) -> dict[str, Any]:
+    """Throughput over `events` preloaded touchpoints, then latency at LATENCY_RATE_SHARE of that rate."""
+    name = argv[-1].removeprefix("bench.")
+    policy = ROOT / "streams" / "policy.toml"
+    scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, policy, _free_port())
+    try:
+        report.progress(f"{name}: loading {events:,} touchpoints into {scratch.settings.input_topic}")
+        kafka_run.fill(scratch, islice(world.events(), events), events)
+        tp = kafka_run.throughput(argv, scratch, workdir / f"{name}-throughput.log", timeout=max(600.0, events / 100))
+    finally:
+        scratch.delete()
+    report.progress(f"{name} throughput: {tp}")
+    scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, eager, _free_port())
+    try:
+        lat = kafka_run.latency(argv, scratch, workdir / f"{name}-latency.log", _endless(world),
+                                rate=max(1.0, tp["events_per_second"] * LATENCY_RATE_SHARE),
+                                seconds=options.latency_seconds)
+    finally:
+        scratch.delete()
+    report.progress(f"{name} latency: {lat}")
+    return {"throughput": tp, "latency": lat}
+
+
+def run(settings: Settings, options: Options) -> dict[str, Any]:
+    """Every phase, in one run; returns the entry written to the docs."""
+    # One torch thread in every process of the run (workers and children inherit the variable): throughput is
+    # per core, and on shared cores torch's default of one thread per core makes each step wait for its threads.
+    os.environ["OMP_NUM_THREADS"] = str(TORCH_THREADS)
+    torch.set_num_threads(TORCH_THREADS)
+    kafka.require_broker(settings.bootstrap)
+    model = load(settings.model_path)
+    policy = load_policy(ROOT / "streams" / "policy.toml", model.products)
+    world = _world(options.customers, options.events)
+    entry: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": options.command,
+        "machine": report.machine(), "model": f"{model.version} (hidden size {model.hidden_size})",
+        "partitions": settings.partitions, "batch_size": settings.batch_size, "torch_threads": TORCH_THREADS,
+        "state_bytes": StateLayout(model.hidden_size, len(model.products)).dtype.itemsize,
+        "customers": options.customers, "states_engine_events": options.state_engine_events,
+    }
+    with tempfile.TemporaryDirectory(prefix="lam-bench-") as tmp:
+        workdir = Path(tmp)
+        eager = workdir / "eager-policy.toml"
+        eager.write_text(EAGER_POLICY)
+        report.progress("ceiling: each stage alone")
+        entry["ceiling"] = ceiling.measure(model, policy, list(islice(world.events(), options.ceiling_events)),
+                                           settings.partitions, min(options.customers, 200_000))
+        entry["ceiling"]["load"] = report.load_average()
+        report.progress(f"ceiling: {entry['ceiling']}")
+        entry["engine"] = _on_broker(settings, kafka_run.ENGINE, world, options.events, options, workdir, eager)
+        entry["naive"] = _on_broker(settings, kafka_run.NAIVE, world, options.naive_events, options, workdir, eager)
+        entry["states"] = states.measure(options.states, settings.partitions, settings.model_path, workdir,
+                                         options.state_engine_events)
+    entry["ratios"] = {
+        "throughput": round(entry["engine"]["throughput"]["events_per_second"]
+                            / max(1, entry["naive"]["throughput"]["events_per_second"]), 2),
+        "p99_latency": _ratio(entry["naive"]["latency"]["p99"], entry["engine"]["latency"]["p99"]),
+        "engine_share_of_ceiling": round(entry["engine"]["throughput"]["events_per_second"]
+                                         / entry["ceiling"]["ceiling_per_second"], 3),
+    }
+    report.write(options.docs, entry)
+    return entry
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def summary(entry: dict[str, Any]) -> str:
+    eng, nai, r = entry["engine"], entry["naive"], entry["ratios"]
+    lines = [f"throughput: engine {eng['throughput']['events_per_second']:,} events/s, naive "
+             f"{nai['throughput']['events_per_second']:,} events/s: {r['throughput']}x",
+             f"latency p50/p95/p99 ms: engine {eng['latency']['p50']}/{eng['latency']['p95']}/{eng['latency']['p99']} "
+             f"at {eng['latency']['rate']:,}/s; naive {nai['latency']['p50']}/{nai['latency']['p95']}/"
+             f"{nai['latency']['p99']} at {nai['latency']['rate']:,}/s",
+             f"peak RSS MiB: engine {eng['throughput']['peak_rss_mib']}, naive {nai['throughput']['peak_rss_mib']}",
+             f"ceiling: {entry['ceiling']['ceiling_per_second']:,} events/s; "
+             f"engine at {r['engine_share_of_ceiling']:.0%} of it"]
+    lines += [f"states {s['states']:,}: {s['disk_mib']:,.0f} MiB on disk, engine RSS {s['engine_rss_mib']:,.0f} MiB"
+              for s in entry["states"]]
+    return "\n".join(lines)
+
+
+def options_from(quick: bool, **given: Any) -> Options:
+    """The quick or full defaults, with the values given (None: not given) put over them."""
+    return dataclasses.replace(QUICK if quick else Options(), **{k: v for k, v in given.items() if v is not None})
+
+
+def main(settings: Settings, quick: bool, docs: str | None, **given: Any) -> int:
+    """`lam bench`: run, write the docs, print the figures to stdout."""
+    print(summary(run(settings, options_from(quick, docs=Path(docs) if docs else None, **given))))
+    return 0

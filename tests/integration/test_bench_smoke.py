@@ -1,0 +1,44 @@
+"""`lam bench --quick` end to end on the real broker, so the benchmark can't rot; figures are not checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.report import END, START
+from streams.settings import ROOT
+
+pytestmark = pytest.mark.integration
+OTHER_SECTION = "<!-- bench:other:start -->\n## Another benchmark\n<!-- bench:other:end -->\n"
+
+
+def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settings, tiny_model_path, tmp_path):
+    (tmp_path / "benchmarks.md").write_text("# Benchmarks\n\n" + OTHER_SECTION)
+    (tmp_path / "benchmarks.json").write_text(json.dumps({"other": {"kept": True}}))
+    env = os.environ | {"LAM_BROKER_PORT": str(settings.broker_port),
+                        "LAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "bench", "--quick", "--docs-dir", str(tmp_path),
+                           "--model-path", str(tiny_model_path)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=540)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    doc = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert doc["other"] == {"kept": True}
+    entry = doc["engine"]
+    for design in ("engine", "naive"):
+        assert entry[design]["throughput"]["events_per_second"] > 0
+        assert entry[design]["throughput"]["peak_rss_mib"] > 0
+        assert entry[design]["latency"]["actions"] > 0
+        assert 0 < entry[design]["latency"]["p50"] <= entry[design]["latency"]["p99"]
+    assert entry["ceiling"]["ceiling_per_second"] > 0 and entry["ceiling"]["engine_rocksdb_per_second"] > 0
+    assert [s["states"] for s in entry["states"]] == [10_000] and entry["states"][0]["disk_mib"] > 0
+
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert OTHER_SECTION in text and text.count(START) == 1 and text.count(END) == 1
+    for heading in ("## Streaming engine", "### State memory", "### The ceiling", "Targets:"):
+        assert heading in text
+    assert "events/s" in done.stdout
