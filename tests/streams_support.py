@@ -168,6 +168,8 @@ def reference(settings: Any, *phases: Sequence[Inbound]) -> tuple[Any, MemorySto
         merged.actions += out.actions
         merged.dead_letters += out.dead_letters
         merged.counts.update(out.counts)
+        merged.action_names.update(out.action_names)
+        merged.trigger_times_ms += out.trigger_times_ms
         merged.writes += out.writes
     return engine, store, merged
 
