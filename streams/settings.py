@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -135,8 +135,3 @@ def _validate(s: Settings) -> None:
         raise UsageError(f"batch_timeout: expected > 0 seconds, got {s.batch_timeout}")
     if s.broker_start_timeout <= 0:
         raise UsageError(f"broker_start_timeout: expected > 0 seconds, got {s.broker_start_timeout}")
-
-
-def setting_fields(names: Iterable[str]) -> list[dataclasses.Field]:
-    by_name = {f.name: f for f in fields(Settings)}
-    return [by_name[n] for n in names]
