@@ -116,24 +116,15 @@ def port_in_use(port: int) -> bool:
 
 def answers(bootstrap: str, timeout: float = 3.0) -> bool:
     """True when a Kafka broker at `bootstrap` returns cluster metadata."""
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka import KafkaException
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000),
-                         "log_level": 0, "logger": _silent_logger()})
+    from streams import kafka
+
     try:
-        admin.list_topics(timeout=timeout)
-    except Exception:  # KafkaException while the broker is still starting
+        kafka.admin(bootstrap, **{"socket.timeout.ms": int(timeout * 1000)}).list_topics(timeout=timeout)
+    except KafkaException:  # not up yet, or nothing listens there
         return False
     return True
-
-
-def _silent_logger():
-    import logging
-
-    logger = logging.getLogger("lam.broker.librdkafka")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    return logger
 
 
 def _write_properties(settings: Settings, paths: BrokerPaths) -> None:

@@ -26,8 +26,8 @@ def _base(bootstrap: str) -> dict[str, Any]:
     return {"bootstrap.servers": bootstrap, "logger": _quiet}
 
 
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient(_base(bootstrap))
+def admin(bootstrap: str, **extra: Any) -> AdminClient:
+    return AdminClient(_base(bootstrap) | extra)
 
 
 def producer(bootstrap: str, **extra: Any) -> Producer:
