@@ -179,6 +179,10 @@ class ScoringPoints:
     last_row: np.ndarray  # (n,) int64 row of the customer's last touchpoint before s
     labels: np.ndarray  # (n, P) bool: a purchase counted by the head in [s, s + horizon)
 
+    def take(self, index: np.ndarray) -> ScoringPoints:
+        return ScoringPoints(customer=self.customer[index], time_ms=self.time_ms[index],
+                             last_row=self.last_row[index], labels=self.labels[index])
+
 
 def _counts_before(table: EventTable, t_ms: int, row_mask: np.ndarray | None = None) -> np.ndarray:
     """(C,) number of each customer's rows before `t_ms` (among `row_mask` rows if given)."""

@@ -41,6 +41,7 @@ class EvalConfig:
     every_days: float = 1.0
     top_share: float = 0.05
     baseline_fit_days: int = 28  # daily scoring points before the split that fit the logistic regression
+    baseline_fit_points: int = 2_000_000  # at most this many of them, drawn at random (bounds its memory)
     seed: int = 0
 
 
@@ -51,22 +52,36 @@ def _iso(t_ms: int) -> str:
 def _baseline_scores(table: EventTable, points: ScoringPoints, model: LoadedModel, split: int, horizon: int,
                      config: EvalConfig) -> dict[str, np.ndarray]:
     vocab, rng = model.vocab, np.random.default_rng(config.seed)
-    agg = baselines.aggregates(table, points, vocab.n_event_types, vocab.n_channels)
+    n_types, n_channels = vocab.n_event_types, vocab.n_channels
     past = table.before(split)
     fit_times = data.daily_times(split - horizon - config.baseline_fit_days * DAY_MS, split - horizon)
     fit_points = data.scoring_points(past, fit_times, horizon, len(vocab.heads))
-    logistic = baselines.fit_logistic(baselines.aggregates(past, fit_points, vocab.n_event_types, vocab.n_channels),
+    if len(fit_points.customer) > config.baseline_fit_points:
+        fit_points = fit_points.take(np.sort(rng.choice(len(fit_points.customer), config.baseline_fit_points,
+                                                        replace=False)))
+    logistic = baselines.fit_logistic(baselines.aggregates(past, fit_points, n_types, n_channels),
                                       fit_points.labels[:, -1])
-    return {"random": rng.random(len(points.customer)), "recency": baselines.recency(agg),
-            "rfm": baselines.rfm(agg, points.time_ms), "logistic_regression": logistic(agg)}
+    n = len(points.customer)
+    scores = {"random": rng.random(n), **{name: np.empty(n) for name in BASELINES[1:]}}
+    # One scoring time at a time: on a log of a million visitors, the aggregates of every (customer, day)
+    # point at once would take gigabytes.
+    for s in np.unique(points.time_ms):
+        at = np.flatnonzero(points.time_ms == s)
+        agg = baselines.aggregates(table, points.take(at), n_types, n_channels)
+        scores["recency"][at] = baselines.recency(agg)
+        scores["rfm"][at] = baselines.rfm(agg, points.time_ms[at])
+        scores["logistic_regression"][at] = logistic(agg)
+    return scores
 
 
-def _method_figures(score: np.ndarray, label: np.ndarray, chosen: np.ndarray, probability: bool) -> dict[str, Any]:
+def _method_figures(score: np.ndarray, label: np.ndarray, chosen: np.ndarray, probability: bool,
+                    customer: np.ndarray) -> dict[str, Any]:
     return {
         "auc": measures.auc(score, label),
         "pr_auc": measures.pr_auc(score, label),
         "calibration_error": measures.calibration_error(score, label) if probability else None,
         "top_calls": int(chosen.sum()),
+        "top_customers": int(len(np.unique(customer[chosen]))),
         "top_orders": int(label[chosen].sum()),
         "top_order_rate": float(label[chosen].mean()),
     }
@@ -108,8 +123,8 @@ def evaluate(table: EventTable, model: LoadedModel, config: EvalConfig, world: A
     scores = {"model": prob[:, -1], **_baseline_scores(table, points, model, split, horizon, config)}
     rng = np.random.default_rng(config.seed + 1)
     chosen = {name: measures.top_share(s, points.time_ms, config.top_share, rng) for name, s in scores.items()}
-    methods = {name: _method_figures(s, label, chosen[name], name in ("model", "logistic_regression"))
-               for name, s in scores.items()}
+    methods = {name: _method_figures(s, label, chosen[name], name in ("model", "logistic_regression"),
+                                     points.customer) for name, s in scores.items()}
     lift = {}
     for name in BASELINES:
         lo, hi = measures.bootstrap_ratio(label, chosen["model"], chosen[name], points.customer, rng)
@@ -122,6 +137,8 @@ def evaluate(table: EventTable, model: LoadedModel, config: EvalConfig, world: A
         "split_time": _iso(split), "end_time": _iso(end), "horizon_days": horizon / DAY_MS,
         "scoring_times": len(times), "points": int(len(label)), "positives": int(label.sum()),
         "base_rate": float(label.mean()), "top_share": config.top_share,
+        "customers_scored": int(len(np.unique(points.customer))),
+        "customers_with_order": int(len(np.unique(points.customer[label]))),
         "methods": methods, "lift_of_model_over": lift, "best_baseline": best,
         "model_heads": train.head_metrics(prob, points.labels, heads),
         "lift_curve": {"shares": _SHARES.tolist(), **{
@@ -146,8 +163,10 @@ def markdown(report: dict[str, Any], dataset: str) -> str:
         f"Model `{report['model_version']}`; {report['events']:,} touchpoints of {report['customers']:,} customers; "
         f"split {report['split_time']}, scored daily until {report['end_time']} minus the "
         f"{report['horizon_days']:g}-day horizon: {report['scoring_times']} scoring times, {report['points']:,} "
-        f"(customer, day) points, {report['positives']:,} with an order (base rate {report['base_rate']:.4f}).", "",
-        f"| method | AUC | PR-AUC | calibration error | calls in top {share} | orders | order rate "
+        f"(customer, day) points of {report['customers_scored']:,} customers, {report['positives']:,} with an order "
+        f"(base rate {report['base_rate']:.4f}) from {report['customers_with_order']:,} customers who ordered. "
+        f"Lift intervals: customer-level bootstrap (1,000 draws).", "",
+        f"| method | AUC | PR-AUC | calibration error | calls in top {share} (customers) | orders | order rate "
         f"| model's lift over it (95% CI) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -155,7 +174,8 @@ def markdown(report: dict[str, Any], dataset: str) -> str:
         lift = report["lift_of_model_over"].get(name)
         lift_text = f"{_fmt(lift['lift'], 2)} ({_fmt(lift['ci95'][0], 2)}–{_fmt(lift['ci95'][1], 2)})" if lift else ""
         lines.append(f"| {name} | {_fmt(m['auc'])} | {_fmt(m['pr_auc'])} | {_fmt(m['calibration_error'], 4)} "
-                     f"| {m['top_calls']:,} | {m['top_orders']:,} | {_fmt(m['top_order_rate'], 4)} | {lift_text} |")
+                     f"| {m['top_calls']:,} ({m['top_customers']:,}) | {m['top_orders']:,} "
+                     f"| {_fmt(m['top_order_rate'], 4)} | {lift_text} |")
     lines += ["", "Model, per conversion head:", "",
               "| head | AUC | mean probability | observed rate | positives |", "|---|---|---|---|---|"]
     for head, m in report["model_heads"].items():

@@ -6,8 +6,10 @@ local broker once for the run and stops it afterwards. If no broker can be had, 
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +138,15 @@ def stop_process(proc, timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# The shared real data set (../shared/data beside the project, or LAM_SHARED_DATA): read in place, never copied.
+RETAILROCKET = Path(os.environ.get("LAM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+                    ) / "retailrocket" / "events-2015-05-03_2015-07-31.csv.gz"
+
+
+@pytest.fixture
+def retailrocket() -> Path:
+    if not RETAILROCKET.is_file():
+        pytest.skip(f"the RetailRocket log is not at {RETAILROCKET} (set LAM_SHARED_DATA)")
+    return RETAILROCKET

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import gzip
+import itertools
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -108,3 +111,29 @@ def test_no_broker_is_one_line(capsys) -> None:
     assert code == 1
     assert capsys.readouterr().err.strip() == ("lam: error: no Kafka broker answers on 127.0.0.1:1: "
                                                "start one with `lam broker start`")
+
+
+def test_the_retailrocket_log_replays_with_its_mapping_keyed_and_typed(
+        retailrocket: Path, bootstrap: str, topic_factory, consumer_factory) -> None:
+    rows = 5000
+    topic = topic_factory(partitions=6)
+    with gzip.open(retailrocket, "rt", newline="") as f:
+        expected = list(itertools.islice(csv.DictReader(f), rows))
+    names = {"view": "product_view", "addtocart": "add_to_cart", "transaction": "purchase"}
+
+    code = main(["produce", "--file", str(retailrocket), "--mapping", str(ROOT / "streams/mappings/retailrocket.toml"),
+                 "--limit", str(rows), "--input-topic", topic, "--bootstrap-servers", bootstrap])
+    got = _read_all(consumer_factory, topic, rows)
+
+    assert code == 0
+    partitioner = DefaultPartitioner()
+    sent: dict[str, list] = defaultdict(list)
+    for msg in got:
+        event = decode(msg.value())
+        assert msg.key() == event.customer_id.encode()
+        assert msg.partition() == partitioner(msg.key(), list(range(6)), [])
+        sent[event.customer_id].append((event.event_time_ms, event.event_type, event.item, event.channel))
+    in_file: dict[str, list] = defaultdict(list)
+    for row in expected:
+        in_file[row["visitorid"]].append((int(row["timestamp"]), names[row["event"]], row["itemid"], "web"))
+    assert sent == in_file  # every row, as the contract's types, in the file's order per visitor

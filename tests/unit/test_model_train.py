@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -123,3 +124,30 @@ def test_evaluation_writes_markdown_json_and_plot(trained: tuple[train.TrainResu
     evaluate.write(report, "simulated", tmp_path)  # a second run replaces its section, not appends one
     assert (tmp_path / "model.md").read_text().count("### simulated") == 1
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluation_features_use_nothing_at_or_after_the_scoring_time(
+        trained: tuple[train.TrainResult, Path], world: World) -> None:
+    model = artifact.load(trained[1])
+    events = list(world.events())
+    split = int(model.training["split_time_ms"])
+    customers = sorted({e.customer_id for e in events if e.event_time_ms < split})[:40]
+    # The future: purchases, carts and views at the scoring time itself and after it, for known customers and
+    # for newcomers; none of it may move a score at that scoring time.
+    future = [dataclasses.replace(e, customer_id=c, event_time_ms=split + k * 3_600_000)
+              for k, e in enumerate(x for x in events if x.event_type in ("purchase", "add_to_cart", "page_view"))
+              if k < 120 for c in (customers[k % len(customers)], f"newcomer-{k}")]
+    config = evaluate.EvalConfig()
+
+    def scores(table: data.EventTable) -> dict[str, np.ndarray]:
+        points = data.scoring_points(table, [split], DAY, len(VOCAB.heads))
+        out = evaluate._baseline_scores(table, points, model, split, 7 * DAY, config)
+        out["model"] = train.score_points(model.net, table, points)[:, -1]
+        out["customer"] = table.customer_ids[points.customer]
+        return out
+
+    without = scores(data.from_touchpoints(events, VOCAB))
+    with_future = scores(data.from_touchpoints(sorted(events + future, key=lambda e: e.event_time_ms), VOCAB))
+    np.testing.assert_array_equal(without["customer"], with_future["customer"])  # no newcomer is scored
+    for name in ("model", *evaluate.BASELINES):
+        np.testing.assert_allclose(without[name], with_future[name], rtol=1e-6, err_msg=name)
