@@ -104,7 +104,7 @@ class Worker:
         return peak_rss_mib(self.proc.pid)
 
 
-def fill(scratch: Scratch, events: Iterable[Touchpoint], total: int) -> None:
+def fill(scratch: Scratch, events: Iterable[Touchpoint], total: int | None) -> None:
     done = produce.deliver(scratch.settings.bootstrap, scratch.settings.input_topic, events, total)
     if done.failed:
         raise LamError(f"{done.failed:,} touchpoints not delivered ({done.first_error})")

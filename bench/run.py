@@ -78,7 +78,7 @@ QUICK = Options(events=20_000, customers=4_000, naive_events=2_000, states=(10_0
                 state_engine_events=4_000, ceiling_events=4_000, quick=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -105,7 +105,7 @@ def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: 
     """Throughput over `events` preloaded touchpoints, then latency at LATENCY_RATE_SHARE of that rate."""
     name = argv[-1].removeprefix("bench.")
     policy = ROOT / "streams" / "policy.toml"
-    scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, policy, _free_port())
+    scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, policy, free_port())
     try:
         report.progress(f"{name}: loading {events:,} touchpoints into {scratch.settings.input_topic}")
         kafka_run.fill(scratch, islice(world.events(), events), events)
@@ -113,7 +113,7 @@ def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: 
     finally:
         scratch.delete()
     report.progress(f"{name} throughput: {tp}")
-    scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, eager, _free_port())
+    scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, eager, free_port())
     try:
         lat = kafka_run.latency(argv, scratch, workdir / f"{name}-latency.log", _endless(world),
                                 rate=max(1.0, tp["events_per_second"] * LATENCY_RATE_SHARE),

@@ -49,7 +49,7 @@ def _iso(t_ms: int) -> str:
     return datetime.fromtimestamp(t_ms // 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _baseline_scores(table: EventTable, points: ScoringPoints, model: LoadedModel, split: int, horizon: int,
+def baseline_scores(table: EventTable, points: ScoringPoints, model: LoadedModel, split: int, horizon: int,
                      config: EvalConfig) -> dict[str, np.ndarray]:
     vocab, rng = model.vocab, np.random.default_rng(config.seed)
     n_types, n_channels = vocab.n_event_types, vocab.n_channels
@@ -120,7 +120,7 @@ def evaluate(table: EventTable, model: LoadedModel, config: EvalConfig, world: A
     if not label.any():
         raise LamError("evaluation: no purchases in the evaluation period; nothing to rank")
     prob = model.calibration.apply(train.score_points(model.net, table, points, progress="scoring"))
-    scores = {"model": prob[:, -1], **_baseline_scores(table, points, model, split, horizon, config)}
+    scores = {"model": prob[:, -1], **baseline_scores(table, points, model, split, horizon, config)}
     rng = np.random.default_rng(config.seed + 1)
     chosen = {name: measures.top_share(s, points.time_ms, config.top_share, rng) for name, s in scores.items()}
     methods = {name: _method_figures(s, label, chosen[name], name in ("model", "logistic_regression"),
@@ -214,12 +214,12 @@ def plot_lift(report: dict[str, Any], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _finite(x: Any) -> Any:
+def finite(x: Any) -> Any:
     """NaN (an AUC with one class) as null, numpy scalars as plain numbers: strict JSON."""
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
+        return [finite(v) for v in x]
     if isinstance(x, (float, np.floating)):
         return float(x) if np.isfinite(x) else None
     return x.item() if isinstance(x, np.generic) else x
@@ -230,7 +230,7 @@ def write(report: dict[str, Any], dataset: str, out_dir: str | Path) -> list[Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path, png_path = out / "model.json", out / "model.md", out / f"lift_{dataset}.png"
-    merge_json(json_path, dataset, _finite(report))
+    merge_json(json_path, dataset, finite(report))
     begin, end = f"<!-- lam evaluate: {dataset} -->", f"<!-- /lam evaluate: {dataset} -->"
     block = f"{begin}\n{markdown(report, dataset)}\n![lift]({png_path.name})\n{end}"
     write_section(md_path, begin, end, block, "# Model evaluation")

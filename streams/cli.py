@@ -22,6 +22,8 @@ TOPIC_FIELDS = CLIENT_FIELDS + ("input_topic", "consent_topic", "action_topic", 
 WORKER_FIELDS = TOPIC_FIELDS + ("app_id", "batch_size", "batch_timeout", "standby_replicas", "session_timeout", "data_dir",
                                 "web_port", "model_path", "policy_path", "rocksdb_cache_mb")
 
+BENCH_FIELDS = CLIENT_FIELDS + ("partitions", "batch_size", "batch_timeout", "model_path", "rocksdb_cache_mb")
+
 
 @dataclass(frozen=True)
 class Command:
@@ -276,6 +278,21 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--docs-dir", default=None, help="where benchmarks.md/.json go [docs/]")
 
 
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from bench.replay import main
+
+    return main(settings, args)
+
+
+def _replay_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", required=True, help="touchpoint log (JSON lines, or CSV with --mapping)")
+    parser.add_argument("--mapping", default=None, help="CSV column mapping (TOML), as for `lam produce`")
+    parser.add_argument("--dataset", required=True, help="name of the figures (docs sections, JSON key replay_NAME)")
+    parser.add_argument("--horizon-days", type=float, default=None, help="[default: the model's horizon]")
+    parser.add_argument("--latency-seconds", type=float, default=30.0, help="length of the latency phase")
+    parser.add_argument("--docs-dir", default=None, help="where benchmarks.md/.json and model.md/.json go [docs/]")
+
+
 COMMANDS: list[Command] = [
     Command("demo", "the system end to end: broker, topics, model, worker, live touchpoints, actions",
             tuple(dict.fromkeys(BROKER_FIELDS + WORKER_FIELDS)), _demo, _demo_args),
@@ -295,8 +312,9 @@ COMMANDS: list[Command] = [
     Command("lag-exporter", "serve the worker group's consumer lag as Prometheus metrics",
             CLIENT_FIELDS + ("app_id", "lag_timeout", "lag_exporter_port"), _lag_exporter, _lag_exporter_args),
     Command("bench", "throughput, latency and memory of the engine beside the naive design; writes docs/benchmarks.*",
-            CLIENT_FIELDS + ("partitions", "batch_size", "batch_timeout", "model_path", "rocksdb_cache_mb"), _bench,
-            _bench_args),
+            BENCH_FIELDS, _bench, _bench_args),
+    Command("replay", "a real log through a worker: actions against what happened, throughput, latency",
+            BENCH_FIELDS + ("policy_path",), _replay, _replay_args),
 ]
 
 

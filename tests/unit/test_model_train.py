@@ -141,7 +141,7 @@ def test_evaluation_features_use_nothing_at_or_after_the_scoring_time(
 
     def scores(table: data.EventTable) -> dict[str, np.ndarray]:
         points = data.scoring_points(table, [split], DAY, len(VOCAB.heads))
-        out = evaluate._baseline_scores(table, points, model, split, 7 * DAY, config)
+        out = evaluate.baseline_scores(table, points, model, split, 7 * DAY, config)
         out["model"] = train.score_points(model.net, table, points)[:, -1]
         out["customer"] = table.customer_ids[points.customer]
         return out
