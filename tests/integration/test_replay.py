@@ -59,7 +59,7 @@ def test_replay_holds_the_actions_against_what_happened_and_writes_its_sections(
     assert doc["simulated"] == {"kept": True}
     o = doc["replay_sample"]["outcomes"]
     assert 0 < o["acted_customer_days"] <= o["actions"]
-    assert 0 <= o["acted_orders"] <= o["acted_customer_days"]
+    assert 0 <= o["acted_orders_after_an_hour"] <= o["acted_orders"] <= o["acted_customer_days"]
     assert o["acted_order_rate"] == pytest.approx(o["acted_orders"] / o["acted_customer_days"])
     for name in ("recency", "rfm", "logistic_regression", "model_daily_list"):
         assert o["lists"][name]["calls"] == o["acted_customer_days"]  # the same number per day as the worker

@@ -116,3 +116,19 @@ def test_parse_time_accepts_dates_zoned_times_and_epoch_ms() -> None:
         assert "zone" in str(exc) and type(exc).__name__ == "LamError"
     else:
         raise AssertionError("a naive time was accepted")
+
+
+def test_bootstrap_interval_covers_the_ratio_and_ignores_customers_on_neither_list() -> None:
+    rng = np.random.default_rng(2)
+    n = 4000
+    customer = rng.integers(0, 800, n)
+    label = rng.random(n) < np.where(customer < 400, 0.3, 0.1)
+    a, b = customer < 400, (customer >= 400) & (customer < 800)
+    lo, hi = measures.bootstrap_ratio(label, a, b, customer, np.random.default_rng(0))
+    assert lo < label[a].mean() / label[b].mean() < hi and lo > 1.5
+    # Customers on neither list, however many, change nothing.
+    extra = np.arange(10_000) + 1000
+    wider = measures.bootstrap_ratio(np.r_[label, np.ones(len(extra), bool)], np.r_[a, np.zeros(len(extra), bool)],
+                                     np.r_[b, np.zeros(len(extra), bool)], np.r_[customer, extra],
+                                     np.random.default_rng(0))
+    assert wider == (lo, hi)
