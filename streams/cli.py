@@ -150,9 +150,10 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
                          hidden_size=args.hidden_size)
     out = args.out or settings.model_path
     result = train_file(args.events, out, config, args.catalogue, args.mapping, args.threads)
-    any_head = result.metrics.get("validation", {}).get("any", {})
-    print(f"model {result.version} -> {out}: {result.n_events:,} touchpoints, {result.seconds:.0f} s; "
-          f"validation AUC (any purchase) {any_head.get('auc', float('nan')):.3f}")
+    any_head = result.metrics.get("validation", {}).get("any")
+    validation = (f"validation AUC (any purchase) {any_head['auc']:.3f}" if any_head
+                  else "no validation: nothing after the split to score")
+    print(f"model {result.version} -> {out}: {result.n_events:,} touchpoints, {result.seconds:.0f} s; {validation}")
     return 0
 
 
