@@ -191,7 +191,7 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
     kafka.require_broker(settings.bootstrap)
     model = load(settings.model_path)
     load_policy(settings.policy_path, model.products)  # a bad policy fails here, not in the worker
-    mapping = sources.Mapping.load(options.mapping) if options.mapping else None
+    events = sources.EventFile(options.events, sources.Mapping.load(options.mapping) if options.mapping else None)
     horizon = options.horizon_ms or int(model.training["horizon_ms"])
     entry: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                              "command": options.command(settings), "machine": report.machine(),
@@ -203,7 +203,6 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
         scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, settings.policy_path, free_port())
         try:
             report.progress(f"{BAR}: loading {options.events} into {scratch.settings.input_topic}")
-            events = sources.EventFile(options.events, mapping)
             kafka_run.fill(scratch, events, None)
             report.progress(events.summary())
             tp = kafka_run.throughput(kafka_run.ENGINE, scratch, workdir / "throughput.log",
@@ -217,7 +216,7 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
         scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, eager, free_port())
         try:
             lat = kafka_run.latency(kafka_run.ENGINE, scratch, workdir / "latency.log",
-                                    iter(sources.EventFile(options.events, mapping)),
+                                    iter(events),
                                     rate=max(1.0, tp["events_per_second"] * LATENCY_RATE_SHARE),
                                     seconds=options.latency_seconds)
         finally:
