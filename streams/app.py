@@ -24,6 +24,7 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event  # the context variable faust's tables read the partition from
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams import health, metrics
 from streams.emit import dead_letter_headers
@@ -85,6 +86,45 @@ def rocksdb_options(cache_mb: int, write_buffer_mb: int = 16) -> dict[str, int]:
             "max_write_buffer_number": 2}
 
 
+class _Consumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer with a seek to the committed offsets that does not race with the fetcher.
+
+    After a rebalance faust resumes the stream partitions and only then seeks them to their committed offsets
+    (`Recovery.on_recovery_completed`), with the flow already on since table recovery. The seek asks the broker
+    for each partition's committed offset in turn, and meanwhile the fetcher delivers records of the resumed
+    partitions. The seek then sets each partition's read offset back to the committed offset, below records
+    already delivered; the next record looks like a gap to `_drain_messages`, and `_new_offset` merges the gap
+    into the partition's acked offsets on top of the offsets acked for real. With duplicates in that list,
+    `consecutive_numbers` ends each run at the first duplicate, so every commit (each 2.8 s) moves the
+    partition's committed offset by one: its lag stays above zero for minutes although it is fully consumed.
+    The partitions are held back from the fetcher while the seek runs, so the read offsets it sets are right.
+    """
+
+    async def perform_seek(self) -> None:
+        fetched = self._get_active_partitions() | self._buffered_partitions
+        held = {tp for tp in fetched if not self._is_changelog_tp(tp)}
+        generation = self.app.consumer_generation_id
+        self.pause_partitions(held)
+        self._buffered_partitions.difference_update(held)  # the fetcher yields buffered partitions even when paused
+        try:
+            await super().perform_seek()
+            if self.app.consumer_generation_id == generation:
+                # Pausing drops what the fetcher had already fetched of these partitions. The seek brought back
+                # those with a committed offset; the others restart from the beginning, as a fresh assignment does
+                # (the engine skips touchpoints it applied before).
+                uncommitted = {tp for tp in held if self._committed_offset.get(tp) is None}
+                if uncommitted:
+                    await self._thread.seek_to_beginning(*(self._new_topicpartition(*tp) for tp in uncommitted))
+        finally:
+            if self.app.consumer_generation_id == generation:
+                # After a new assignment faust itself pauses and resumes the partitions of that generation.
+                self.resume_partitions(held)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
 def create_app(settings: Settings, engine: Engine) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -105,6 +145,7 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
         producer_linger=0.01,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
     )
+    app.transport = _Transport(app.conf.broker_consumer, app)  # before anything creates the consumer
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inbound = app.topic(settings.input_topic, settings.consent_topic, partitions=settings.partitions, **raw)
     actions = app.topic(settings.action_topic, **raw)
