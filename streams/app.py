@@ -29,10 +29,9 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from streams import health, metrics
 from streams.emit import dead_letter_headers
 from streams.settings import Settings
+from streams.topics import CONSENT_TABLE, STATE_TABLE
 from streams.worker import Engine, Inbound
 
-STATE_TABLE = "customer-state"
-CONSENT_TABLE = "consent"
 OPTED_OUT = b"\x01"
 
 
