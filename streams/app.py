@@ -23,15 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.streams import _current_event  # the context variable faust's tables read the partition from
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams import health, metrics
 from streams.emit import dead_letter_headers
 from streams.settings import Settings
+from streams.topics import CONSENT_TABLE, STATE_TABLE
 from streams.worker import Engine, Inbound
 
-STATE_TABLE = "customer-state"
-CONSENT_TABLE = "consent"
 OPTED_OUT = b"\x01"
 
 
@@ -85,6 +86,74 @@ def rocksdb_options(cache_mb: int, write_buffer_mb: int = 16) -> dict[str, int]:
             "max_write_buffer_number": 2}
 
 
+async def _pause_fetching(consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> set[TopicPartition]:
+    """Pause those of `tps` that are assigned and not paused yet; returns them. Runs in the consumer's thread."""
+    pausing = (tps & consumer.assignment()) - consumer.paused()
+    consumer.pause(*pausing)
+    return pausing
+
+
+async def _resume_fetching(consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> None:
+    """Resume those of `tps` that are still assigned (a new assignment starts unpaused). Runs in its thread."""
+    consumer.resume(*(tps & consumer.assignment()))
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer with a seek to the committed offsets that does not race with the fetcher.
+
+    After a rebalance faust resumes the stream partitions and only then seeks them to their committed offsets
+    (`Recovery.on_recovery_completed`), with the flow already on since table recovery. The seek asks the broker
+    for each partition's committed offset in turn, and meanwhile faust delivers records of the resumed
+    partitions. The seek then sets each partition's read offset back to the committed offset, below records
+    already delivered; the next record looks like a gap to `_drain_messages`, and `_new_offset` merges the gap
+    into the partition's acked offsets on top of the offsets acked for real. With duplicates in that list,
+    `consecutive_numbers` ends each run at the first duplicate, so every commit (each 2.8 s) moves the
+    partition's committed offset by one: its lag stays above zero for minutes although it is fully consumed.
+
+    So the stream partitions are held back while the seek runs, at both levels: faust stops handing over the
+    records it already fetched (it drops them, their positions moved past them), and aiokafka withholds the
+    records it fetches without moving their positions. faust's hold alone would not do: it takes partitions
+    out of the set faust fetches, aiokafka reads an empty set as "every partition", and faust drops what it gets
+    for them after the seek, so such a partition is never read again. The seek moves partitions with a committed
+    offset back to it; those without one restart from the beginning (what the group does for a partition it
+    never committed), which also brings back records faust dropped at the start of a rebalance. The engine
+    skips touchpoints it applied before.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seek_lock = asyncio.Lock()  # the fetcher and the recovery may seek at the same time
+
+    async def perform_seek(self) -> None:
+        # Shielded: a seek cancelled halfway (another rebalance started) must not leave partitions held back.
+        await asyncio.shield(self._perform_seek_held_back())
+
+    async def _perform_seek_held_back(self) -> None:
+        async with self._seek_lock:
+            consumer = self._thread._ensure_consumer()
+            generation = self.app.consumer_generation_id
+            streams = {tp for tp in consumer.assignment() if not self._is_changelog_tp(tp)}
+            delivering = {tp for tp in self._get_active_partitions() | self._buffered_partitions
+                          if not self._is_changelog_tp(tp)}
+            withheld = await self._thread.call_thread(_pause_fetching, consumer, streams)
+            self.pause_partitions(delivering)
+            self._buffered_partitions.difference_update(delivering)  # faust hands these over even when paused
+            try:
+                await super().perform_seek()
+                uncommitted = [tp for tp in streams if self._committed_offset.get(tp) is None]
+                if uncommitted and self.app.consumer_generation_id == generation:
+                    await self._thread.seek_to_beginning(*uncommitted)
+            finally:
+                if self.app.consumer_generation_id == generation:
+                    # After a new assignment faust itself pauses and resumes the partitions of that generation.
+                    self.resume_partitions(delivering)
+                await self._thread.call_thread(_resume_fetching, consumer, withheld)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
 def create_app(settings: Settings, engine: Engine) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -105,6 +174,7 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
         producer_linger=0.01,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
     )
+    app.transport = _Transport(app.conf.broker_consumer, app)  # before anything creates the consumer
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inbound = app.topic(settings.input_topic, settings.consent_topic, partitions=settings.partitions, **raw)
     actions = app.topic(settings.action_topic, **raw)

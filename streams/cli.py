@@ -215,7 +215,7 @@ def _topics(settings: Settings, args: argparse.Namespace) -> int:
     from streams import topics
 
     created = topics.ensure(settings)
-    for name, partitions in topics.required(settings).items():
+    for name, partitions in (topics.required(settings) | topics.changelogs(settings)).items():
         print(f"{name}: {partitions} partitions ({'created' if name in created else 'exists'})")
     return 0
 

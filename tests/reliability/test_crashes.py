@@ -17,9 +17,7 @@ from tests.streams_support import (audit_actions, applied_twice, committed_offse
                                    read_topic, received, reference, simulated, state_differences,
                                    wait_for_zero_lag)
 
-# Known to fail: after the kills and rebalances, one or two partitions sometimes stop being consumed for minutes
-# (faust-streaming's fetcher; see docs/reliability.md). Kept out of the default run until that is fixed.
-pytestmark = [pytest.mark.reliability, pytest.mark.known_stall]
+pytestmark = pytest.mark.reliability
 PARTITIONS = 12
 CHUNKS = 6
 

@@ -1,6 +1,11 @@
-"""Worker start-up: local state is trusted only after a clean stop."""
+"""Worker start-up: local state is trusted only after a clean stop; the changelogs exist before faust needs them."""
 
+import faust
+
+from streams import topics
 from streams.app import CLEAN_STOP, discard_state_after_crash
+from streams.settings import load
+from streams.topics import CONSENT_TABLE, STATE_TABLE
 
 
 def test_state_left_by_a_crash_is_discarded(tmp_path):
@@ -20,3 +25,11 @@ def test_state_left_by_a_clean_stop_is_kept_once(tmp_path):
 def test_a_fresh_folder_is_left_alone(tmp_path):
     assert discard_state_after_crash(tmp_path / "new") is False
     assert discard_state_after_crash(tmp_path) is False
+
+
+def test_the_changelogs_created_up_front_are_the_ones_faust_writes_to():
+    settings = load({}, {})
+    app = faust.App(settings.app_id, store="memory://")
+    names = {app.Table(table, partitions=settings.partitions).changelog_topic_name
+             for table in (STATE_TABLE, CONSENT_TABLE)}
+    assert names == set(topics.changelogs(settings))
