@@ -30,7 +30,7 @@ from faust.streams import _current_event  # the context variable faust's tables 
 from faust.types import TP
 from rocksdict import WriteBatch
 
-from streams import health, metrics
+from streams import health, metrics, record_batches
 from streams.emit import dead_letter_headers
 from streams.settings import Settings
 from streams.worker import Engine, Inbound
@@ -82,7 +82,7 @@ class TableStore:
         self.states = states
         self.consent = consent
         self._staged: dict[int, list[tuple[bytes, bytes]]] = {}
-        self._in_flight: list[asyncio.Future] = []
+        self._in_flight: list[record_batches.Delivery] = []
 
     def get_many(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]:
         return _get_by_partition(self.states, keys, contexts)
@@ -99,37 +99,28 @@ class TableStore:
         than let the worker go on from states its changelog lacks.
         """
         staged, self._staged = self._staged, {}
-        topic = self.states.changelog_topic_name
-        producer = self.app.producer._ensure_producer()  # the aiokafka producer: its batch API is not on faust's
-        batches: list[tuple[int, Any]] = []
         for partition, records in staged.items():
             writes = WriteBatch(raw_mode=True)
-            builder = producer.create_batch()
             for key, value in records:
                 writes.put(key, value)
-                if builder.append(timestamp=None, key=key, value=value) is None:  # full: a batch of its own
-                    batches.append((partition, builder))
-                    builder = producer.create_batch()
-                    builder.append(timestamp=None, key=key, value=value)
             self.states.data._db_for_partition(partition).write(writes)
-            batches.append((partition, builder))
         previous, self._in_flight = self._in_flight, []
         for delivery in previous:
-            await delivery
-        for partition, builder in batches:
-            builder.close()  # nothing else joins it, so its record count gives its last offset
-            delivery = await producer.send_batch(builder, topic, partition=partition)
-            delivery.add_done_callback(partial(self._persist_offset, partition, builder.record_count()))
+            await delivery.future
+        topic = self.states.changelog_topic_name
+        for delivery in await record_batches.send(self.app, topic, {
+                partition: [(key, value, []) for key, value in records] for partition, records in staged.items()}):
+            delivery.future.add_done_callback(partial(self._persist_offset, TP(topic, delivery.partition),
+                                                      delivery.records))
             self._in_flight.append(delivery)
 
-    def _persist_offset(self, partition: int, records: int, delivery: asyncio.Future) -> None:
+    def _persist_offset(self, tp: TP, records: int, future: asyncio.Future) -> None:
         """Record in the partition's database the changelog offset it holds, as faust does for each table write:
         a restart then replays the changelog only from there. Not for a partition closed by a rebalance since."""
-        if delivery.cancelled() or delivery.exception() is not None:
+        if future.cancelled() or future.exception() is not None:
             return  # raised by the next flush
-        if partition in self.states.data._dbs:
-            tp = TP(self.states.changelog_topic_name, partition)
-            self.states.data.set_persisted_offset(tp, delivery.result().offset + records - 1)
+        if tp.partition in self.states.data._dbs:
+            self.states.data.set_persisted_offset(tp, future.result().offset + records - 1)
 
     def erase(self, key: str, context: Any) -> None:
         with current_event(context):
@@ -175,8 +166,6 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inbound = app.topic(settings.input_topic, settings.consent_topic, partitions=settings.partitions, **raw)
-    actions = app.topic(settings.action_topic, **raw)
-    dead_letters = app.topic(settings.dead_letter_topic, **raw)
     table = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions}
     # The consent table holds a byte per opted-out customer: it gets a small memory budget of its own.
     store = TableStore(app, app.Table(STATE_TABLE, options=rocksdb_options(settings.rocksdb_cache_mb), **table),
@@ -189,11 +178,14 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
                      for e in events]
             started = time.perf_counter()
             outcome = engine.process(batch, store, now_ms=int(time.time() * 1000))
-            sent = [await actions.send(key=customer.encode(), value=value) for customer, value in outcome.actions]
-            sent += [await dead_letters.send(key=message.key, value=message.value, headers=dead_letter_headers(
-                reason, message.topic, message.partition, message.offset)) for message, reason in outcome.dead_letters]
-            if sent:
-                await asyncio.gather(*sent)  # acknowledged before the states that mark their touchpoints applied
+            sent = await record_batches.send(app, settings.action_topic, await record_batches.by_key(
+                app, settings.action_topic, ((customer.encode(), value, []) for customer, value in outcome.actions)))
+            sent += await record_batches.send(app, settings.dead_letter_topic, await record_batches.by_key(
+                app, settings.dead_letter_topic, ((message.key, message.value, dead_letter_headers(
+                    reason, message.topic, message.partition, message.offset))
+                    for message, reason in outcome.dead_letters)))
+            # Acknowledged before the states that mark their touchpoints applied.
+            await asyncio.gather(*(delivery.future for delivery in sent))
             assigned = app.consumer.assignment()
             engine.save(outcome, store, owned=lambda event: event.message.tp in assigned)
             await store.flush()
