@@ -157,7 +157,8 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
         web_in_thread=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # Changelog and action sends of a batch leave in a few produce requests instead of one each.
+        # Messages sent one by one (consent changes) leave in a few produce requests instead of one each; the
+        # record batches of streams.record_batches go at once.
         producer_linger=0.01,
         # One changelog record batch per partition and micro-batch (2000 states of ~1 KiB fill 16 KiB batches, the
         # default, by the dozen); under the 1 MB request and broker message limits.
@@ -178,12 +179,12 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
                      for e in events]
             started = time.perf_counter()
             outcome = engine.process(batch, store, now_ms=int(time.time() * 1000))
-            sent = await record_batches.send(app, settings.action_topic, await record_batches.by_key(
-                app, settings.action_topic, ((customer.encode(), value, []) for customer, value in outcome.actions)))
-            sent += await record_batches.send(app, settings.dead_letter_topic, await record_batches.by_key(
-                app, settings.dead_letter_topic, ((message.key, message.value, dead_letter_headers(
-                    reason, message.topic, message.partition, message.offset))
-                    for message, reason in outcome.dead_letters)))
+            sent = await record_batches.send_keyed(app, settings.action_topic, (
+                (customer.encode(), value, []) for customer, value in outcome.actions))
+            sent += await record_batches.send_keyed(app, settings.dead_letter_topic, (
+                (message.key, message.value, dead_letter_headers(reason, message.topic, message.partition,
+                                                                 message.offset))
+                for message, reason in outcome.dead_letters))
             # Acknowledged before the states that mark their touchpoints applied.
             await asyncio.gather(*(delivery.future for delivery in sent))
             assigned = app.consumer.assignment()

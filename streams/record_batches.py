@@ -43,6 +43,11 @@ async def by_key(app: faust.App, topic: str, records: Iterable[Record]) -> dict[
     return grouped
 
 
+async def send_keyed(app: faust.App, topic: str, records: Iterable[Record]) -> list[Delivery]:
+    """Send `records` to the partitions of their keys, in order per partition; the deliveries are returned."""
+    return await send(app, topic, await by_key(app, topic, records))
+
+
 async def send(app: faust.App, topic: str, records: Mapping[int, Sequence[Record]]) -> list[Delivery]:
     """Send each partition's records, in order, as one batch (more if they overflow the producer's batch size).
 
