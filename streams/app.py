@@ -5,8 +5,10 @@ Design (faust-streaming 0.15.3, aiokafka transport):
   so it sees every message's topic, partition and offset. Agent concurrency stays 1: per-key order is kept.
 - Faust refuses table writes inside `take()` because no event is "current" (faust-streaming issue 497): a
   table resolves the changelog partition and the RocksDB partition from the current event. The store adapter
-  below makes the batch's own event of each customer the current event for that customer's read and write, so
-  each state lands in the RocksDB database and changelog partition of the input partition it came from.
+  below reads and writes each customer's state on the partition of the batch's own event of that customer,
+  straight on the table's per-partition RocksDB database and changelog partition in batches, and makes that
+  event the current one for the rare consent writes through the table API. So each state lands in the RocksDB
+  database and changelog partition of the input partition it came from.
 - The state and consent tables are co-partitioned with the input topic (same partition count, same key bytes).
 """
 
@@ -19,6 +21,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +29,10 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.streams import _current_event  # the context variable faust's tables read the partition from
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from rocksdict import WriteBatch
 
-from streams import health, metrics
+from streams import health, metrics, record_batches
 from streams.emit import dead_letter_headers
 from streams.settings import Settings
 from streams.topics import CONSENT_TABLE, STATE_TABLE
@@ -45,34 +50,85 @@ def current_event(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
-class TableStore:
-    """streams.worker.StateStore over two Faust tables, writing in the context of each customer's own event."""
+def _partition_of(event: Any) -> int:
+    return event.message.partition
 
-    def __init__(self, states: faust.Table, consent: faust.Table) -> None:
+
+def _get_by_partition(table: faust.Table, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]:
+    """Values of `keys` (None: absent) from the RocksDB database of each key's event partition, one multi-get
+    per partition: faust's `table.get` costs a lookup for `in` and another for the value, plus sensors, per key."""
+    positions: dict[int, list[int]] = {}
+    for i, event in enumerate(contexts):
+        positions.setdefault(_partition_of(event), []).append(i)
+    values: list[bytes | None] = [None] * len(keys)
+    for partition, where in positions.items():
+        db = table.data._db_for_partition(partition)  # faust's store keeps one database per partition
+        for i, value in zip(where, db.get([keys[i].encode() for i in where])):
+            values[i] = value
+    return values
+
+
+class TableStore:
+    """streams.worker.StateStore over two Faust tables, on the RocksDB database and changelog partition of the
+    input partition each customer's event came from.
+
+    States are read with one multi-get per partition and written in batches: `put` stages a state and `flush`
+    writes the staged ones, per partition one RocksDB write batch and one changelog record batch. Faust's own
+    table write sends one changelog message at a time through its producer buffer, whose backlog held back the
+    consumer (profiled). Consent changes are rare; they go through the table API in their event's context.
+    """
+
+    def __init__(self, app: faust.App, states: faust.Table, consent: faust.Table) -> None:
+        self.app = app
         self.states = states
         self.consent = consent
+        self._staged: dict[int, list[tuple[bytes, bytes]]] = {}
+        self._in_flight: list[record_batches.Delivery] = []
 
     def get_many(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]:
-        values = []
-        for key, event in zip(keys, contexts):
-            with current_event(event):
-                values.append(self.states.get(key.encode()))
-        return values
+        return _get_by_partition(self.states, keys, contexts)
 
     def put(self, key: str, value: bytes, context: Any) -> None:
-        with current_event(context):
-            self.states[key.encode()] = value
+        self._staged.setdefault(_partition_of(context), []).append((key.encode(), value))
+
+    async def flush(self) -> None:
+        """Write the staged states to their partitions' databases and changelog partitions.
+
+        The local writes happen before the first await, so under the same assignment as the `put` calls that
+        were filtered by it. This flush's changelog batches are not awaited: faust flushes the producer before
+        it commits offsets. The previous flush's are, before more are sent: one that failed raises here rather
+        than let the worker go on from states its changelog lacks.
+        """
+        staged, self._staged = self._staged, {}
+        for partition, records in staged.items():
+            writes = WriteBatch(raw_mode=True)
+            for key, value in records:
+                writes.put(key, value)
+            self.states.data._db_for_partition(partition).write(writes)
+        previous, self._in_flight = self._in_flight, []
+        for delivery in previous:
+            await delivery.future
+        topic = self.states.changelog_topic_name
+        for delivery in await record_batches.send(self.app, topic, {
+                partition: [(key, value, []) for key, value in records] for partition, records in staged.items()}):
+            delivery.future.add_done_callback(partial(self._persist_offset, TP(topic, delivery.partition),
+                                                      delivery.records))
+            self._in_flight.append(delivery)
+
+    def _persist_offset(self, tp: TP, records: int, future: asyncio.Future) -> None:
+        """Record in the partition's database the changelog offset it holds, as faust does for each table write:
+        a restart then replays the changelog only from there. Not for a partition closed by a rebalance since."""
+        if future.cancelled() or future.exception() is not None:
+            return  # raised by the next flush
+        if tp.partition in self.states.data._dbs:
+            self.states.data.set_persisted_offset(tp, future.result().offset + records - 1)
 
     def erase(self, key: str, context: Any) -> None:
         with current_event(context):
             self.states.pop(key.encode(), None)  # a tombstone in the changelog
 
     def opted_out(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bool]:
-        flags = []
-        for key, event in zip(keys, contexts):
-            with current_event(event):
-                flags.append(self.consent.get(key.encode()) == OPTED_OUT)
-        return flags
+        return [value == OPTED_OUT for value in _get_by_partition(self.consent, keys, contexts)]
 
     def opt_out(self, key: str, context: Any) -> None:
         with current_event(context):
@@ -170,18 +226,20 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
         web_in_thread=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # Changelog and action sends of a batch leave in a few produce requests instead of one each.
+        # Messages sent one by one (consent changes) leave in a few produce requests instead of one each; the
+        # record batches of streams.record_batches go at once.
         producer_linger=0.01,
+        # One changelog record batch per partition and micro-batch (2000 states of ~1 KiB fill 16 KiB batches, the
+        # default, by the dozen); under the 1 MB request and broker message limits.
+        producer_max_batch_size=512 * 1024,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
     )
     app.transport = _Transport(app.conf.broker_consumer, app)  # before anything creates the consumer
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inbound = app.topic(settings.input_topic, settings.consent_topic, partitions=settings.partitions, **raw)
-    actions = app.topic(settings.action_topic, **raw)
-    dead_letters = app.topic(settings.dead_letter_topic, **raw)
     table = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions}
     # The consent table holds a byte per opted-out customer: it gets a small memory budget of its own.
-    store = TableStore(app.Table(STATE_TABLE, options=rocksdb_options(settings.rocksdb_cache_mb), **table),
+    store = TableStore(app, app.Table(STATE_TABLE, options=rocksdb_options(settings.rocksdb_cache_mb), **table),
                        app.Table(CONSENT_TABLE, options=rocksdb_options(4, write_buffer_mb=4), **table))
 
     @app.agent(inbound, name="touchpoints")
@@ -191,13 +249,17 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
                      for e in events]
             started = time.perf_counter()
             outcome = engine.process(batch, store, now_ms=int(time.time() * 1000))
-            sent = [await actions.send(key=customer.encode(), value=value) for customer, value in outcome.actions]
-            sent += [await dead_letters.send(key=message.key, value=message.value, headers=dead_letter_headers(
-                reason, message.topic, message.partition, message.offset)) for message, reason in outcome.dead_letters]
-            if sent:
-                await asyncio.gather(*sent)  # acknowledged before the states that mark their touchpoints applied
+            sent = await record_batches.send_keyed(app, settings.action_topic, (
+                (customer.encode(), value, []) for customer, value in outcome.actions))
+            sent += await record_batches.send_keyed(app, settings.dead_letter_topic, (
+                (message.key, message.value, dead_letter_headers(reason, message.topic, message.partition,
+                                                                 message.offset))
+                for message, reason in outcome.dead_letters))
+            # Acknowledged before the states that mark their touchpoints applied.
+            await asyncio.gather(*(delivery.future for delivery in sent))
             assigned = app.consumer.assignment()
             engine.save(outcome, store, owned=lambda event: event.message.tp in assigned)
+            await store.flush()
             metrics.record_batch(batch, outcome, time.perf_counter() - started, now_ms=int(time.time() * 1000))
 
     health.install(app, (settings.input_topic, settings.consent_topic))
