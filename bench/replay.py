@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import orjson
 import torch
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import TopicPartition
 
 from bench import kafka_run, report
 from bench.run import EAGER_POLICY, LATENCY_RATE_SHARE, TORCH_THREADS, free_port
@@ -73,7 +73,6 @@ def read_actions(bootstrap: str, topic: str, partitions: int) -> list[dict[str, 
         count = sum(cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
         if not count:
             return []
-        cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         return [orjson.loads(m.value()) for m in kafka.consume_exactly(cons, [topic], count, timeout=120)]
     finally:
         cons.close()
