@@ -19,7 +19,7 @@ import logging
 import shutil
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -204,6 +204,18 @@ class _Consumer(faust_aiokafka.Consumer):
                     # After a new assignment faust itself pauses and resumes the partitions of that generation.
                     self.resume_partitions(delivering)
                 await self._thread.call_thread(_resume_fetching, consumer, withheld)
+
+    async def seek_wait(self, partitions: Mapping[TP, int | None]) -> None:
+        await super().seek_wait(readable_offsets(partitions))
+
+
+def readable_offsets(partitions: Mapping[TP, int | None]) -> dict[TP, int]:
+    """Offsets aiokafka accepts: none unknown or negative. faust's recovery seeks every standby changelog
+    partition to the offset it built for it, but one assigned after that build still holds None
+    (`Recovery._add`), and a compacted partition's "earliest - 1" can fall below -1; aiokafka refuses both
+    ("Offset must be a positive integer") and the worker crashes. From the start is what faust itself does for
+    an unknown offset (-1), and a changelog replayed from its start is the same table."""
+    return {tp: offset if offset is not None and offset >= 0 else 0 for tp, offset in partitions.items()}
 
 
 class _Transport(faust_aiokafka.Transport):

@@ -1,9 +1,10 @@
 """Worker start-up: local state is trusted only after a clean stop; the changelogs exist before faust needs them."""
 
 import faust
+from faust.types import TP
 
 from streams import topics
-from streams.app import CLEAN_STOP, discard_state_after_crash
+from streams.app import CLEAN_STOP, discard_state_after_crash, readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
 
@@ -33,3 +34,8 @@ def test_the_changelogs_created_up_front_are_the_ones_faust_writes_to():
     names = {app.Table(table, partitions=settings.partitions).changelog_topic_name
              for table in (STATE_TABLE, CONSENT_TABLE)}
     assert names == set(topics.changelogs(settings))
+
+
+def test_seeks_to_unknown_or_negative_offsets_start_the_partition_from_its_beginning():
+    tps = [TP("lam-customer-state-changelog", p) for p in range(5)]
+    assert readable_offsets(dict(zip(tps, [None, -2, -1, 0, 41]))) == dict(zip(tps, [0, 0, 0, 0, 41]))
