@@ -147,8 +147,8 @@ def outcomes(table: EventTable, model: LoadedModel, actions: list[dict[str, Any]
     end_ms = int(table.time_ms.max()) - horizon_ms
     acted = acted_days(table, actions, split_ms, end_ms)
     if not len(acted.customer):
-        raise LamError(f"no action was triggered between {_iso(split_ms)} and {_iso(end_ms)}: nothing to measure "
-                       "(is the policy's threshold above every probability?)")
+        raise LamError(f"no action was triggered between {evaluate.iso(split_ms)} and {evaluate.iso(end_ms)}: "
+                       "nothing to measure (is the policy's threshold above every probability?)")
     hit = bought_within(table, acted.customer, acted.trigger_ms, horizon_ms)
     # A purchase minutes after a cart may have been on its way whatever anyone sent: the stricter count.
     later = bought_within(table, acted.customer, acted.trigger_ms + HOUR_MS, horizon_ms - HOUR_MS)
@@ -164,7 +164,7 @@ def outcomes(table: EventTable, model: LoadedModel, actions: list[dict[str, Any]
                                       np.random.default_rng(seed + 1))
     rate = float(hit.mean())
     return {
-        "period": [_iso(split_ms), _iso(end_ms)], "horizon_days": horizon_ms / DAY_MS,
+        "period": [evaluate.iso(split_ms), evaluate.iso(end_ms)], "horizon_days": horizon_ms / DAY_MS,
         "actions": len(actions), "acted_customer_days": int(len(hit)),
         "acted_customers": int(len(np.unique(acted.customer))), "acted_orders": int(hit.sum()),
         "acted_order_rate": rate,
@@ -178,10 +178,6 @@ def outcomes(table: EventTable, model: LoadedModel, actions: list[dict[str, Any]
         "lift_ci95": [lo, hi],
         "lift_over_active_base_rate": rate / active_rate if active_rate else None,
     }
-
-
-def _iso(t_ms: int) -> str:
-    return datetime.fromtimestamp(t_ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run(settings: Settings, options: Options) -> dict[str, Any]:

@@ -45,7 +45,8 @@ class EvalConfig:
     seed: int = 0
 
 
-def _iso(t_ms: int) -> str:
+def iso(t_ms: int) -> str:
+    """Epoch ms as an ISO-8601 UTC time, as the reports print it."""
     return datetime.fromtimestamp(t_ms // 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -134,7 +135,7 @@ def evaluate(table: EventTable, model: LoadedModel, config: EvalConfig, world: A
     report: dict[str, Any] = {
         "model_version": model.version,
         "events": table.n_events, "customers": table.n_customers,
-        "split_time": _iso(split), "end_time": _iso(end), "horizon_days": horizon / DAY_MS,
+        "split_time": iso(split), "end_time": iso(end), "horizon_days": horizon / DAY_MS,
         "scoring_times": len(times), "points": int(len(label)), "positives": int(label.sum()),
         "base_rate": float(label.mean()), "top_share": config.top_share,
         "customers_scored": int(len(np.unique(points.customer))),

@@ -212,9 +212,9 @@ class _Consumer(faust_aiokafka.Consumer):
 def readable_offsets(partitions: Mapping[TP, int | None]) -> dict[TP, int]:
     """Offsets aiokafka accepts: none unknown or negative. faust's recovery seeks every standby changelog
     partition to the offset it built for it, but one assigned after that build still holds None
-    (`Recovery._add`), and a compacted partition's "earliest - 1" can fall below -1; aiokafka refuses both
-    ("Offset must be a positive integer") and the worker crashes. From the start is what faust itself does for
-    an unknown offset (-1), and a changelog replayed from its start is the same table."""
+    (`Recovery._add`); aiokafka refuses it ("Offset must be a positive integer") and the worker crashes. From
+    the start is what faust itself does for an unknown offset (-1), and a changelog replayed from its start
+    gives the same table."""
     return {tp: offset if offset is not None and offset >= 0 else 0 for tp, offset in partitions.items()}
 
 
