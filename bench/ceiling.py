@@ -21,6 +21,7 @@ from model.artifact import LoadedModel
 from streams.contract import Touchpoint
 from streams.decide import Policy
 from streams.decode import decode
+from streams.state import StateLayout
 from streams.worker import Engine, Inbound
 
 BATCH = 2000
@@ -76,13 +77,15 @@ def measure(model: LoadedModel, policy: Policy, events: Sequence[Touchpoint], pa
     batch = list(events[:BATCH])
     h = np.random.default_rng(0).standard_normal((len(batch), model.hidden_size)).astype(np.float32)
     prev = np.array([e.event_time_ms - 3_600_000 for e in batch], dtype=np.int64)
+    first = prev - 86_400_000
+    counts = np.ones((len(batch), model.config.n_event_types), dtype=np.float32)
     per_event = {
         "JSON parse alone (orjson.loads)": _per_item_us(lambda: [orjson.loads(w) for w in wire], len(wire)),
         SUMMED[0]: _per_item_us(lambda: [decode(w) for w in wire], len(wire)),
-        SUMMED[1]: _per_item_us(lambda: model.step(h, batch, prev), len(batch)),
+        SUMMED[1]: _per_item_us(lambda: model.step(h, counts, batch, prev, first), len(batch)),
     }
     with tempfile.TemporaryDirectory(prefix="lam-bench-ceiling-") as tmp:
-        fill(Path(tmp), stored_states, partitions, model.version, model.hidden_size, len(model.products), bar=False)
+        fill(Path(tmp), stored_states, partitions, model.version, StateLayout.of(model), bar=False)
         store = RocksStore(Path(tmp), partitions)
         rng = np.random.default_rng(2)
         keys = [customer_key(i).decode() for i in rng.integers(0, stored_states, 20_000).tolist()]

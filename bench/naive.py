@@ -38,6 +38,7 @@ def create_app(settings: Settings, model: LoadedModel, policy: Policy, rocksdb: 
     states = app.Table(STATE_TABLE, partitions=settings.partitions, options=rocksdb)  # JSON values: faust's default
     thresholds, values = policy.thresholds, np.array([a.value for a in policy.actions])
     h0 = model.initial_state(1)[0].tolist()
+    counts0 = [0.0] * model.config.n_event_types
 
     @app.agent(inbound, name="naive-touchpoints")
     async def touchpoints(stream: faust.StreamT) -> None:
@@ -45,15 +46,19 @@ def create_app(settings: Settings, model: LoadedModel, policy: Policy, rocksdb: 
             event = decode(value)
             if isinstance(event, Rejected):
                 continue
-            state = states.get(event.customer_id) or {"hidden": h0, "last_time": 0, "armed": [1] * len(thresholds)}
-            hidden, probs = model.step(np.array([state["hidden"]], dtype=np.float32), [event],
-                                       np.array([state["last_time"]], dtype=np.int64))
+            state = states.get(event.customer_id) or {"hidden": h0, "counts": counts0, "last_time": 0,
+                                                      "first_time": 0, "armed": [1] * len(thresholds)}
+            hidden, counts, probs = model.step(
+                np.array([state["hidden"]], dtype=np.float32), np.array([state["counts"]], dtype=np.float32),
+                [event], np.array([state["last_time"]], dtype=np.int64),
+                np.array([state["first_time"]], dtype=np.int64))
             p = probs[0][policy.product_index]
             armed = np.array(state["armed"], dtype=bool)
             crossed = armed & (p >= thresholds)
             rearm = p < thresholds - policy.rearm_margin
-            states[event.customer_id] = {"hidden": hidden[0].tolist(), "probs": probs[0].tolist(),
-                                         "last_time": event.event_time_ms,
+            states[event.customer_id] = {"hidden": hidden[0].tolist(), "counts": counts[0].tolist(),
+                                         "probs": probs[0].tolist(), "last_time": event.event_time_ms,
+                                         "first_time": state["first_time"] or event.event_time_ms,
                                          "armed": np.where(rearm, 1, np.where(crossed, 0, armed)).tolist()}
             if crossed.any():
                 best = int(np.argmax(np.where(crossed, p * values, -1.0)))

@@ -138,7 +138,7 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": options.command,
         "machine": report.machine(), "model": f"{model.version} (hidden size {model.hidden_size})",
         "partitions": settings.partitions, "batch_size": settings.batch_size, "torch_threads": TORCH_THREADS,
-        "state_bytes": StateLayout(model.hidden_size, len(model.products)).dtype.itemsize,
+        "state_bytes": StateLayout.of(model).dtype.itemsize,
         "customers": options.customers, "states_engine_events": options.state_engine_events,
     }
     with tempfile.TemporaryDirectory(prefix="lam-bench-") as tmp:

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from streams.state import StateLayout
+
 ROOT = Path(__file__).resolve().parent.parent
 _WRITE_CHUNK = 50_000
 
@@ -82,21 +84,19 @@ class RocksStore:
             db.close()
 
 
-def fill(folder: Path, states: int, partitions: int, model_version: str, hidden_size: int, products: int,
+def fill(folder: Path, states: int, partitions: int, model_version: str, layout: StateLayout,
          bar: bool = True) -> None:
     """Write `states` customer states (random hidden vectors: as incompressible as trained ones) in batches."""
     from rocksdict import WriteBatch
 
-    from streams.state import StateLayout
-
-    layout = StateLayout(hidden_size, products)
     store = RocksStore(folder, partitions)
     rng = np.random.default_rng(0)
     progress = tqdm(total=states, unit=" states", file=sys.stderr, disable=not bar, desc="write states")
     for lo in range(0, states, _WRITE_CHUNK):
         n = min(_WRITE_CHUNK, states - lo)
-        chunk = layout.fresh(n, model_version, np.zeros(hidden_size, np.float32), np.zeros(products, np.float32))
-        chunk["hidden"] = rng.standard_normal((n, hidden_size), dtype=np.float32)
+        chunk = layout.fresh(n, model_version, np.zeros(layout.hidden_size, np.float32),
+                             np.zeros(layout.products, np.float32))
+        chunk["hidden"] = rng.standard_normal((n, layout.hidden_size), dtype=np.float32)
         chunk["last_offset"] = np.arange(lo, lo + n)
         batches = [WriteBatch(raw_mode=True) for _ in range(partitions)]
         for i, value in enumerate(layout.dump(chunk)):
@@ -163,8 +163,9 @@ def measure(sizes: Sequence[int], partitions: int, model_path: Path, workdir: Pa
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         started = time.perf_counter()
-        written = _child("write", str(folder), str(size), str(partitions), model.version, str(model.hidden_size),
-                         str(len(model.products)))
+        layout = StateLayout.of(model)
+        written = _child("write", str(folder), str(size), str(partitions), model.version, str(layout.hidden_size),
+                         str(layout.products), str(layout.event_types))
         on_disk = disk_bytes(folder)
         engine = _child("engine", str(folder), str(size), str(partitions), str(model_path), str(engine_events))
         rows.append({"states": size, "disk_mib": on_disk / 2**20, "disk_bytes_per_state": on_disk / size,
@@ -181,7 +182,7 @@ def main(argv: Sequence[str]) -> None:
     job, folder, states, partitions = argv[0], Path(argv[1]), int(argv[2]), int(argv[3])
     started = time.perf_counter()
     if job == "write":
-        fill(folder, states, partitions, argv[4], int(argv[5]), int(argv[6]))
+        fill(folder, states, partitions, argv[4], StateLayout(int(argv[5]), int(argv[6]), int(argv[7])))
         result: dict[str, Any] = {"seconds": time.perf_counter() - started}
     else:
         result = _engine_job(folder, states, partitions, argv[4], int(argv[5]))

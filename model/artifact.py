@@ -28,7 +28,7 @@ from model.vocab import Vocabulary
 from streams.contract import Touchpoint
 from streams.errors import LamError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the heads read `encode.context` (times and counts per event type), not elapsed time alone
 
 
 def _digest(content: Mapping[str, Any]) -> str:
@@ -85,27 +85,39 @@ class LoadedModel:
         """(n, H) float32 state of customers with no touchpoints yet."""
         return np.zeros((n, self.hidden_size), dtype=np.float32)
 
-    def _probabilities(self, states: torch.Tensor, elapsed_ms: np.ndarray) -> np.ndarray:
+    def _probabilities(self, states: torch.Tensor, counts: np.ndarray, since_first_ms: np.ndarray,
+                       since_last_ms: np.ndarray) -> np.ndarray:
         # states (B, H) -> calibrated (B, P)
-        logits = self.net.conversion_logits(states, torch.from_numpy(encode.elapsed(elapsed_ms)))
-        return self.calibration.apply(logits.numpy())
+        context = torch.from_numpy(encode.context(since_last_ms, since_first_ms, counts))
+        return self.calibration.apply(self.net.conversion_logits(states, context).numpy())
 
-    def step(self, h: np.ndarray, events: Sequence[Touchpoint],
-             prev_event_time_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Advance each row's state (B, H) by its touchpoint; prev_event_time_ms (B,) int64, 0 = none.
-        Returns new states (B, H) float32 and calibrated conversion probabilities (B, P) at the event's time."""
+    def step(self, h: np.ndarray, counts: np.ndarray, events: Sequence[Touchpoint], prev_event_time_ms: np.ndarray,
+             first_event_time_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Advance each row's state (B, H) and counts per event type (B, E) by its touchpoint; the customer's
+        previous and first touchpoint times (B,) int64 are 0 when this one is the first. Returns new states
+        (B, H) float32, new counts (B, E) and calibrated conversion probabilities (B, P) at the event's time."""
         cats, nums = encode.encode(events, prev_event_time_ms, self.vocab)
+        counts = counts + encode.type_counts(cats[:, 0], self.config.n_event_types)
+        times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
+        since_first = np.where(first_event_time_ms == 0, 0, times - first_event_time_ms)
         with torch.inference_mode():
             state = torch.from_numpy(np.ascontiguousarray(h, dtype=np.float32))
             new = self.net.step(state, torch.from_numpy(cats), torch.from_numpy(nums))  # (B, H)
-            return new.numpy().copy(), self._probabilities(new, np.zeros(len(events)))
+            return new.numpy().copy(), counts, self._probabilities(new, counts, since_first, np.zeros(len(events)))
 
-    def score(self, h: np.ndarray, elapsed_ms: np.ndarray | None = None) -> np.ndarray:
-        """(B, P) calibrated probabilities from stored states (B, H), scored `elapsed_ms` (B,) after each
-        customer's last touchpoint (default: at that touchpoint)."""
-        elapsed_ms = np.zeros(len(h)) if elapsed_ms is None else elapsed_ms
+    def score(self, h: np.ndarray, counts: np.ndarray, since_first_ms: np.ndarray,
+              since_last_ms: np.ndarray | None = None) -> np.ndarray:
+        """(B, P) calibrated probabilities from stored states (B, H) and counts (B, E), scored `since_last_ms`
+        (B,) after each customer's last touchpoint (default: at that touchpoint) and `since_first_ms` after
+        the first."""
+        since_last_ms = np.zeros(len(h)) if since_last_ms is None else since_last_ms
         with torch.inference_mode():
-            return self._probabilities(torch.from_numpy(np.ascontiguousarray(h, dtype=np.float32)), elapsed_ms)
+            return self._probabilities(torch.from_numpy(np.ascontiguousarray(h, dtype=np.float32)), counts,
+                                       since_first_ms, since_last_ms)
+
+    def initial_probabilities(self) -> np.ndarray:
+        """(P,) the probabilities of a customer with no touchpoints yet."""
+        return self.score(self.initial_state(1), np.zeros((1, self.config.n_event_types)), np.zeros(1))[0]
 
     def sequence(self, events: Sequence[Touchpoint]) -> tuple[np.ndarray, np.ndarray]:
         """The offline path over one customer's touchpoints in order: states (T, H) and probabilities (T, P)."""
@@ -114,9 +126,10 @@ class LoadedModel:
         times = np.array([e.event_time_ms for e in events], dtype=np.int64)
         prev = np.concatenate([[0], times[:-1]])
         cats, nums = encode.encode(events, prev, self.vocab)
+        counts = np.cumsum(encode.type_counts(cats[:, 0], self.config.n_event_types), axis=0)
         with torch.inference_mode():
             states = self.net(torch.from_numpy(cats)[None], torch.from_numpy(nums)[None])[0]  # (T, H)
-            return states.numpy().copy(), self._probabilities(states, np.zeros(len(events)))
+            return states.numpy().copy(), self._probabilities(states, counts, times - times[0], np.zeros(len(events)))
 
 
 def load(path: str | Path) -> LoadedModel:

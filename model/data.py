@@ -158,6 +158,12 @@ def features(table: EventTable, rows: np.ndarray, first_col_prev: np.ndarray) ->
     return table.cats[rows], nums.reshape(*rows.shape, encode.N_NUMERIC)
 
 
+def running_counts(table: EventTable, padded: Padded, n_event_types: int) -> np.ndarray:
+    """(B, T, E) float32: each customer's touchpoints per event type up to and including each position."""
+    onehot = encode.type_counts(table.cats[padded.rows, 0], n_event_types) * padded.mask[..., None]
+    return np.cumsum(onehot, axis=1, dtype=np.float32)
+
+
 def next_purchase_gap(table: EventTable, padded: Padded, n_heads: int) -> np.ndarray:
     """(B, T, P) float64: ms from each touchpoint to the customer's next later touchpoint that is a purchase
     counted by each head (inf if none); the last head counts every purchase."""

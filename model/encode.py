@@ -4,6 +4,12 @@ A touchpoint becomes three ids (event type, channel, item; see `model.vocab`) an
 log hours since the customer's previous touchpoint (and a flag for "none"), time of day and of week on the
 unit circle (so 23:59 sits next to 00:00), and a signed log of the value (and a flag for "none").
 Both paths call `numeric` on whole arrays, so there is no per-event Python beyond the id lookups.
+
+The conversion heads read, beside the GRU state, a `context`: when the score is asked (log hours since the
+last touchpoint and since the first) and how much the customer has done (log counts of touchpoints per event
+type). The counts are exact running sums, cheap to keep in a stored state, and a GRU state only approximates
+them: a buyer's one purchase weeks and hundreds of views ago is what the regression on counts keeps and a
+recurrent state forgets.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from model.vocab import Vocabulary
 from streams.contract import Touchpoint
 
 N_NUMERIC = 8
+N_CONTEXT_TIMES = 2  # the context's times; its counts add one column per event type
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
@@ -29,29 +36,41 @@ def categorical(events: Sequence[Touchpoint], vocab: Vocabulary) -> np.ndarray:
     return np.array(ids, dtype=np.int64).reshape(len(events), 3)
 
 
+def _log_hours(ms: np.ndarray) -> np.ndarray:
+    return np.log1p(np.maximum(np.asarray(ms, dtype=np.float64), 0) / HOUR_MS) / _LOG_SCALE
+
+
 def numeric(time_ms: np.ndarray, prev_time_ms: np.ndarray, value: np.ndarray) -> np.ndarray:
     """(B, N_NUMERIC) float32 from event times (B,), previous times (B,; 0 = none) and values (B,; NaN = none)."""
     time_ms = np.asarray(time_ms, dtype=np.int64)
     prev_time_ms = np.asarray(prev_time_ms, dtype=np.int64)
     value = np.asarray(value, dtype=np.float64)
     first = prev_time_ms == 0
-    gap_hours = np.where(first, 0, np.maximum(time_ms - prev_time_ms, 0)) / HOUR_MS
+    gap = np.where(first, 0, time_ms - prev_time_ms)
     day = 2 * np.pi * (time_ms % DAY_MS) / DAY_MS
     week = 2 * np.pi * (time_ms % WEEK_MS) / WEEK_MS
     has_value = ~np.isnan(value)
     v = np.where(has_value, value, 0.0)
     out = np.stack([
-        np.log1p(gap_hours) / _LOG_SCALE, first,
+        _log_hours(gap), first,
         np.sin(day), np.cos(day), np.sin(week), np.cos(week),
         np.sign(v) * np.log1p(np.abs(v)) / _LOG_SCALE, has_value,
     ], axis=1)
     return out.astype(np.float32)
 
 
-def elapsed(elapsed_ms: np.ndarray) -> np.ndarray:
-    """(B, 1) float32: log hours from the last touchpoint to the scoring time, the heads' clock input."""
-    hours = np.maximum(np.asarray(elapsed_ms, dtype=np.float64), 0) / HOUR_MS
-    return (np.log1p(hours) / _LOG_SCALE).astype(np.float32).reshape(-1, 1)
+def context(since_last_ms: np.ndarray, since_first_ms: np.ndarray, type_counts: np.ndarray) -> np.ndarray:
+    """(..., N_CONTEXT_TIMES + E) float32 heads' inputs from the ms since the last and the first touchpoint (...) and the
+    touchpoints per event type so far (..., E)."""
+    return np.concatenate([
+        _log_hours(since_last_ms)[..., None], _log_hours(since_first_ms)[..., None],
+        np.log1p(np.asarray(type_counts, dtype=np.float64)) / _LOG_SCALE,
+    ], axis=-1).astype(np.float32)
+
+
+def type_counts(event_type_ids: np.ndarray, n_event_types: int) -> np.ndarray:
+    """(..., E) float32 one-hot of event type ids (...); summed over touchpoints, the running counts."""
+    return (np.asarray(event_type_ids)[..., None] == np.arange(n_event_types)).astype(np.float32)
 
 
 def values(events: Sequence[Touchpoint]) -> np.ndarray:

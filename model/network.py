@@ -5,9 +5,10 @@ states by one touchpoint each for the streaming worker. Both go through the same
 sequence of length one), which is what keeps them equal to float rounding; tests/unit/test_model_parity.py
 holds them to it.
 
-Heads read the state plus the log time elapsed since the last touchpoint, because a score is asked for at
-an arbitrary moment (a daily call list), not only at the instant of an event: a customer whose busy week was
-a month ago is not the same prospect as one whose busy week is now.
+Heads read the state plus `encode.context`: the log time elapsed since the last touchpoint, because a score is
+asked for at an arbitrary moment (a daily call list), not only at the instant of an event (a customer whose
+busy week was a month ago is not the same prospect as one whose busy week is now); the time since the first;
+and the running count of each event type, which a recurrent state only approximates.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.encode import N_NUMERIC
+from model.encode import N_CONTEXT_TIMES, N_NUMERIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,10 @@ class ModelConfig:
     def input_size(self) -> int:
         return self.event_dim + self.channel_dim + self.item_dim + N_NUMERIC
 
+    @property
+    def context_size(self) -> int:
+        return N_CONTEXT_TIMES + self.n_event_types
+
 
 class Network(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
@@ -50,7 +55,7 @@ class Network(nn.Module):
         self.item_emb = nn.Embedding(config.n_items, config.item_dim)
         self.gru = nn.GRU(config.input_size, config.hidden_size, batch_first=True)
         self.conversion = nn.Sequential(
-            nn.Linear(config.hidden_size + 1, config.head_hidden), nn.ReLU(),
+            nn.Linear(config.hidden_size + config.context_size, config.head_hidden), nn.ReLU(),
             nn.Linear(config.head_hidden, config.n_heads),
         )
         self.next_event = nn.Linear(config.hidden_size, config.n_event_types)
@@ -71,9 +76,9 @@ class Network(nn.Module):
         """One touchpoint per row: h (B, H), cats (B, 3), nums (B, N_NUMERIC) -> new states (B, H)."""
         return self.forward(cats.unsqueeze(1), nums.unsqueeze(1), h)[:, 0]
 
-    def conversion_logits(self, h: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
-        """h (..., H), elapsed (..., 1) from `encode.elapsed` -> logits (..., P)."""
-        return self.conversion(torch.cat([h, elapsed], dim=-1))
+    def conversion_logits(self, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """h (..., H), context (..., context_size) from `encode.context` -> logits (..., P)."""
+        return self.conversion(torch.cat([h, context], dim=-1))
 
     def next_event_logits(self, h: torch.Tensor) -> torch.Tensor:
         """h (..., H) -> logits over the next touchpoint's event type (..., n_event_types)."""

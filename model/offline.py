@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from model import encode
-from model.data import EventTable, features, pad, windows
+from model.data import EventTable, features, pad, running_counts, windows
 from model.network import Network
 
 
@@ -42,17 +42,20 @@ def window_prev_time(table: EventTable, rows: np.ndarray, start: int) -> np.ndar
 
 
 def states_at(net: Network, table: EventTable, rows: np.ndarray, batch_size: int = 512,
-              window: int = 256, progress: str | None = None) -> np.ndarray:
-    """(n, H) float32: the state right after each of the given distinct table rows (n,)."""
+              window: int = 256, progress: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The state (n, H) float32 and the running counts per event type (n, E) right after each of the given
+    distinct table rows (n,)."""
     slot = np.full(table.n_events, -1, dtype=np.int64)
     slot[rows] = np.arange(len(rows))
     out = np.zeros((len(rows), net.config.hidden_size), dtype=np.float32)
+    out_counts = np.zeros((len(rows), net.config.n_event_types), dtype=np.float32)
     customers = np.unique(table.customer_of_row[rows])
     net.eval()
     with torch.inference_mode():
         for batch in tqdm(batches_by_length(table.lengths, batch_size, customers=customers),
                           desc=progress, disable=progress is None, leave=False, unit="batch"):
             padded = pad(table, batch)
+            counts = running_counts(table, padded, net.config.n_event_types)  # (B, T, E)
             h = net.initial_state(len(batch))  # (B, H)
             for cols in windows(padded.rows.shape[1], window):
                 r = padded.rows[:, cols]  # (B, L)
@@ -62,7 +65,8 @@ def states_at(net: Network, table: EventTable, rows: np.ndarray, batch_size: int
                 s = slot[r]
                 sel = padded.mask[:, cols] & (s >= 0)
                 out[s[sel]] = states.numpy()[sel]
-    return out
+                out_counts[s[sel]] = counts[:, cols][sel]
+    return out, out_counts
 
 
 def logits_at(net: Network, table: EventTable, rows: np.ndarray, times_ms: np.ndarray,
@@ -71,12 +75,14 @@ def logits_at(net: Network, table: EventTable, rows: np.ndarray, times_ms: np.nd
     States are kept once per distinct row and the heads run in chunks, so memory stays near the output's
     size when millions of (customer, day) points share few touchpoints."""
     uniq, inverse = np.unique(rows, return_inverse=True)
-    states = states_at(net, table, uniq, progress=progress)  # (U, H)
+    states, counts = states_at(net, table, uniq, progress=progress)  # (U, H), (U, E)
+    first_time = table.time_ms[table.offsets[np.searchsorted(table.offsets, rows, side="right") - 1]]  # (n,)
     out = np.empty((len(rows), net.config.n_heads), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(rows), chunk):
             part = slice(start, start + chunk)
-            elapsed = encode.elapsed(times_ms[part] - table.time_ms[rows[part]])
+            context = encode.context(times_ms[part] - table.time_ms[rows[part]], times_ms[part] - first_time[part],
+                                     counts[inverse[part]])
             out[part] = net.conversion_logits(torch.from_numpy(states[inverse[part]]),
-                                              torch.from_numpy(elapsed)).numpy()
+                                              torch.from_numpy(context)).numpy()
     return out

@@ -100,6 +100,8 @@ def _fit_epoch(net: Network, opt: torch.optim.Optimizer, table: EventTable, fit_
         # long history's later windows count by their share of the scoring time, not as much as the first.
         n_windows = -(-padded.rows.shape[1] // config.window)
         total_weight = max(float(weight.sum()) / n_windows, 1e-9)
+        times = table.time_ms[padded.rows]  # (B, T)
+        counts = data.running_counts(table, padded, net.config.n_event_types)  # (B, T, E)
         h = net.initial_state(len(batch))  # (B, H)
         for cols in data.windows(padded.rows.shape[1], config.window):
             cats, nums = data.features(table, padded.rows[:, cols],
@@ -110,8 +112,10 @@ def _fit_epoch(net: Network, opt: torch.optim.Optimizer, table: EventTable, fit_
             loss = torch.zeros(())
             if w.sum() > 0:
                 o = offset[:, :, cols]
-                elapsed = torch.from_numpy(encode.elapsed(o.ravel()).reshape(*o.shape, 1))  # (K, B, L, 1)
-                logits = net.conversion_logits(states.expand(len(o), -1, -1, -1), elapsed)  # (K, B, L, P)
+                since_first = times[:, cols] - times[:, :1] + o  # (K, B, L)
+                context = torch.from_numpy(encode.context(
+                    o, since_first, np.broadcast_to(counts[:, cols], (*o.shape, counts.shape[-1]))))
+                logits = net.conversion_logits(states.expand(len(o), -1, -1, -1), context)  # (K, B, L, P)
                 bce = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels[:, :, cols]).float(),
                                                          reduction="none").mean(dim=-1)  # (K, B, L)
                 loss = loss + (bce * w).sum() / total_weight

@@ -1,15 +1,18 @@
 """CustomerState: what the worker remembers about one customer, as compact little-endian bytes.
 
 A state is one record of a numpy structured dtype, so a batch of states is read with one `np.frombuffer` over the
-joined values and written back with one `tobytes`, not field by field. Layout (format version 1), in order:
+joined values and written back with one `tobytes`, not field by field. Layout (format version 2), in order:
 
   format        u1       this layout's version
   model_version S16      the artifact version that produced `hidden`; another version's state is not stepped
   last_offset   i8       input-topic offset of the last applied touchpoint (-1: none); redeliveries at or below it
                          are skipped, which makes state updates exactly-once over at-least-once delivery
   last_time     i8       event time (ms) of the last applied touchpoint (0: none)
+  first_time    i8       event time (ms) of the first applied touchpoint (0: none)
   events        u4       touchpoints applied
   hidden        f4[H]    the GRU hidden state
+  type_counts   f4[E]    touchpoints per event type id of the model's vocabulary (floats: the heads read them
+                         as such, and they are exact up to 2**24)
   probs         f4[P]    calibrated conversion probabilities after the last touchpoint
   armed         u1[A]    per action: 1 while below its re-arm level, so a crossing fires once (hysteresis)
   cooldown      i8[A]    per action: event time until which it may not fire (cool-down, declined offers)
@@ -30,10 +33,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from model.artifact import LoadedModel
+
+FORMAT_VERSION = 2  # 2 added first_time and type_counts
 MAX_ACTIONS = 16  # fixed, so that adding an action to the policy file keeps stored states readable
 CONTACT_RING = 8
 REASON_RING = 6
@@ -44,10 +51,15 @@ _HEADER = np.dtype([("format", "u1"), ("model_version", "S16"), ("last_offset", 
 class StateLayout:
     hidden_size: int
     products: int
+    event_types: int
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> StateLayout:
+        return cls(model.hidden_size, len(model.products), model.config.n_event_types)
 
     @property
     def dtype(self) -> np.dtype:
-        return _dtype(self.hidden_size, self.products)
+        return _dtype(self.hidden_size, self.products, self.event_types)
 
     def fresh(self, n: int, model_version: str, hidden: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """`n` states of customers never seen: `hidden` (H,) and `probs` (P,) are the model's initial ones."""
@@ -67,8 +79,9 @@ class StateLayout:
 
         A state written by another model version keeps its offset (so redeliveries are still skipped) and its
         policy fields (cool-downs, contact history), but its hidden state and probabilities restart from the
-        model's initial ones: a hidden state means nothing to other weights. A state of another layout (hidden
-        size, heads, format) keeps only its offset.
+        model's initial ones: a hidden state means nothing to other weights, and the counts are by the ids of
+        its vocabulary. A state of another layout (hidden size, heads, event types, format) keeps only its
+        offset.
         """
         states = self.fresh(len(values), model_version, hidden, probs)
         size, version = self.dtype.itemsize, model_version.encode()
@@ -80,6 +93,7 @@ class StateLayout:
             states[same] = np.frombuffer(b"".join(values[i] for i in same), dtype=self.dtype)
             stale = [i for i in same if states["model_version"][i] != version]
             states["hidden"][stale] = hidden
+            states["type_counts"][stale] = 0.0
             states["probs"][stale] = probs
             states["ring_delta"][stale] = 0.0
             states["model_version"][stale] = version
@@ -97,11 +111,12 @@ class StateLayout:
 
 
 @lru_cache(maxsize=8)
-def _dtype(h: int, p: int) -> np.dtype:
+def _dtype(h: int, p: int, e: int) -> np.dtype:
     a, k, r = MAX_ACTIONS, CONTACT_RING, REASON_RING
     return np.dtype([
         ("format", "u1"), ("model_version", "S16"), ("last_offset", "<i8"), ("last_time", "<i8"),
-        ("events", "<u4"), ("hidden", "<f4", (h,)), ("probs", "<f4", (p,)),
+        ("first_time", "<i8"), ("events", "<u4"), ("hidden", "<f4", (h,)), ("type_counts", "<f4", (e,)),
+        ("probs", "<f4", (p,)),
         ("armed", "u1", (a,)), ("cooldown", "<i8", (a,)), ("bought", "<i8", (a,)),
         ("contact_time", "<i8", (k,)), ("contact_act", "i1", (k,)),
         ("ring_time", "<i8", (r,)), ("ring_offset", "<i8", (r,)), ("ring_type", "S16", (r,)),

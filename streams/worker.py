@@ -64,9 +64,9 @@ class Engine:
         self.policy = policy
         self.consent_topic = consent_topic
         self.purchase_types = purchase_types
-        self.layout = StateLayout(model.hidden_size, len(model.products))
+        self.layout = StateLayout.of(model)
         self._h0 = model.initial_state(1)[0]
-        self._p0 = model.score(self._h0[None])[0]
+        self._p0 = model.initial_probabilities()
 
     def process(self, batch: Sequence[Inbound], store: StateStore, now_ms: int) -> Outcome:
         out = Outcome()

@@ -29,9 +29,8 @@ def prefill(cluster: Cluster, customers: int) -> None:
 
     s = cluster.settings
     model = load(s.model_path)
-    layout = StateLayout(model.hidden_size, len(model.products))
-    h0 = model.initial_state(1)[0]
-    value = layout.dump(layout.fresh(1, model.version, h0, model.score(h0[None])[0]))[0]
+    layout = StateLayout.of(model)
+    value = layout.dump(layout.fresh(1, model.version, model.initial_state(1)[0], model.initial_probabilities()))[0]
     changelog = f"{s.app_id}-{STATE_TABLE}-changelog"
     kafka.create_topics(cluster.bootstrap, {changelog: PARTITIONS}, {"cleanup.policy": "compact"})
     cluster.produce(changelog, [(f"s{i:08d}", value) for i in range(customers)])

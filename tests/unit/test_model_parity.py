@@ -47,37 +47,49 @@ def test_step_by_step_equals_the_sequence(model: artifact.LoadedModel) -> None:
     events = _history("c1", 300, seed=1)
     states, probs = model.sequence(events)
     h, prev = model.initial_state(1), np.zeros(1, np.int64)
+    counts, first = np.zeros((1, model.config.n_event_types), np.float32), np.zeros(1, np.int64)
     for t, event in enumerate(events):
-        h, p = model.step(h, [event], prev)
+        h, counts, p = model.step(h, counts, [event], prev, first)
         prev = np.array([event.event_time_ms])
+        first = np.array([events[0].event_time_ms])
         np.testing.assert_allclose(h[0], states[t], atol=1e-5)
         np.testing.assert_allclose(p[0], probs[t], atol=1e-5)
-    np.testing.assert_allclose(model.score(h), probs[-1:], atol=1e-6)
+    assert counts.sum() == len(events) and counts[0, 0] == sum(e.event_type == "unheard_of" for e in events)
+    since_first = prev - first
+    np.testing.assert_allclose(model.score(h, counts, since_first), probs[-1:], atol=1e-6)
 
 
 def test_a_batch_of_customers_interleaved_equals_each_sequence(model: artifact.LoadedModel) -> None:
     histories = [_history(f"c{i}", 40 + 7 * i, seed=10 + i) for i in range(6)]
-    offline = [model.sequence(h)[0] for h in histories]
+    offline = [model.sequence(h) for h in histories]
     h = model.initial_state(len(histories))
-    prev = np.zeros(len(histories), np.int64)
+    counts = np.zeros((len(histories), model.config.n_event_types), np.float32)
+    prev, first = np.zeros(len(histories), np.int64), np.array([x[0].event_time_ms for x in histories])
+    probs = np.zeros((len(histories), len(model.products)), np.float32)
     for t in range(max(len(x) for x in histories)):
         rows = [i for i, x in enumerate(histories) if t < len(x)]  # customers still active step together
         events = [histories[i][t] for i in rows]
-        new, probs = model.step(h[rows], events, prev[rows])
+        new, counts[rows], probs[rows] = model.step(h[rows], counts[rows], events, prev[rows], first[rows])
         assert new.dtype == np.float32 and new.shape == (len(rows), model.hidden_size)
-        assert probs.shape == (len(rows), len(model.products)) and ((probs > 0) & (probs < 1)).all()
+        assert ((probs[rows] > 0) & (probs[rows] < 1)).all()
         h[rows] = new
         prev[rows] = [e.event_time_ms for e in events]
-    for i, states in enumerate(offline):
+    for i, (states, last_probs) in enumerate(offline):
         np.testing.assert_allclose(h[i], states[-1], atol=1e-5)
+        np.testing.assert_allclose(probs[i], last_probs[-1], atol=1e-5)
 
 
-def test_scores_change_with_time_elapsed_since_the_last_touchpoint(model: artifact.LoadedModel) -> None:
+def test_scores_change_with_time_since_the_last_and_first_touchpoint_and_with_counts(
+        model: artifact.LoadedModel) -> None:
     states, _ = model.sequence(_history("c9", 20, seed=9))
     h = np.repeat(states[-1:], 3, axis=0)
-    probs = model.score(h, np.array([0, DAY, 30 * DAY]))
+    counts = np.ones((3, model.config.n_event_types), np.float32)
+    since_first = np.full(3, 10 * DAY)
+    probs = model.score(h, counts, since_first, np.array([0, DAY, 30 * DAY]))
     assert not np.allclose(probs[0], probs[2])
-    np.testing.assert_allclose(model.score(h[:1]), probs[:1], atol=1e-7)
+    np.testing.assert_allclose(model.score(h[:1], counts[:1], since_first[:1]), probs[:1], atol=1e-7)
+    assert not np.allclose(model.score(h[:1], counts[:1], np.array([90 * DAY])), probs[:1])
+    assert not np.allclose(model.score(h[:1], 5 * counts[:1], since_first[:1]), probs[:1])
 
 
 def test_heads_are_products_then_any(model: artifact.LoadedModel) -> None:

@@ -21,7 +21,7 @@ VOCAB = load_catalogue()
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return World(WorldConfig(customers=600, days=75, seed=7))
+    return World(WorldConfig(customers=2000, days=75, seed=7))
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def table(world: World) -> data.EventTable:
 def trained(table: data.EventTable, tmp_path_factory: pytest.TempPathFactory) -> tuple[train.TrainResult, Path]:
     torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    return train.train(table, VOCAB, train.TrainConfig(epochs=2, hidden_size=16, seed=3), path), path
+    return train.train(table, VOCAB, train.TrainConfig(epochs=3, hidden_size=16, seed=3), path), path
 
 
 def test_calibration_matches_the_observed_rate_on_held_out_data() -> None:
@@ -61,7 +61,7 @@ def test_training_writes_an_artifact_that_loads_and_scores(trained: tuple[train.
     assert validation["points"] > 1000 and validation["positives"] > 10
     assert 0.5 < validation["auc"] <= 1.0
     customer = table.customer_ids[int(np.argmax(table.lengths))]
-    events = [e for e in World(WorldConfig(customers=600, days=75, seed=7)).events() if e.customer_id == customer]
+    events = [e for e in World(WorldConfig(customers=2000, days=75, seed=7)).events() if e.customer_id == customer]
     states, probs = model.sequence(events)
     assert states.shape == (len(events), 16) and probs.shape == (len(events), len(VOCAB.heads))
     assert ((probs > 0) & (probs < 1)).all() and not np.allclose(states[0], states[-1])
@@ -84,7 +84,7 @@ def test_calibrated_probabilities_match_the_held_out_rate(trained: tuple[train.T
 
 def test_same_seed_same_version(trained: tuple[train.TrainResult, Path], table: data.EventTable,
                                 tmp_path: Path) -> None:
-    again = train.train(table, VOCAB, train.TrainConfig(epochs=2, hidden_size=16, seed=3), tmp_path / "again.pt")
+    again = train.train(table, VOCAB, train.TrainConfig(epochs=3, hidden_size=16, seed=3), tmp_path / "again.pt")
     assert again.version == trained[0].version
 
 

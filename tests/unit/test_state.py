@@ -2,7 +2,7 @@ import numpy as np
 
 from streams.state import FORMAT_VERSION, REASON_RING, StateLayout, record_touchpoint
 
-LAYOUT = StateLayout(hidden_size=4, products=3)
+LAYOUT = StateLayout(hidden_size=4, products=3, event_types=5)
 H0, P0 = np.zeros(4, np.float32), np.full(3, 0.1, np.float32)
 
 
@@ -25,13 +25,16 @@ def test_unknown_customers_get_the_initial_state():
 def test_another_model_versions_state_keeps_offset_and_policy_but_not_its_hidden_state():
     old = LAYOUT.fresh(1, "old-model", H0, P0)
     old["hidden"] = 9.0
+    old["type_counts"] = 2.0
+    old["first_time"] = 1000
     old["last_offset"] = 41
     old["cooldown"][0, 2] = 12345
-    other_layout = StateLayout(hidden_size=8, products=3).fresh(1, "v1", np.zeros(8), P0)
+    other_layout = StateLayout(hidden_size=8, products=3, event_types=5).fresh(1, "v1", np.zeros(8), P0)
     other_layout["last_offset"] = 17
     states = LAYOUT.load(LAYOUT.dump(old) + StateLayout.dump(other_layout), "new-model", H0, P0)
     assert list(states["last_offset"]) == [41, 17]
-    assert not states["hidden"].any()
+    assert not states["hidden"].any() and not states["type_counts"].any()
+    assert list(states["first_time"]) == [1000, 0]
     assert (states["model_version"] == b"new-model").all()
     assert states["cooldown"][0, 2] == 12345 and states["cooldown"][1, 2] == 0
 
