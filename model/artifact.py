@@ -145,7 +145,7 @@ def load(path: str | Path) -> LoadedModel:
         raise LamError(f"model artifact {path}: not a LAM model artifact")
     if content["format"] != FORMAT_VERSION:
         raise LamError(f"model artifact {path}: format version {content['format']!r}, this build reads "
-                       f"{FORMAT_VERSION}")
+                       f"{FORMAT_VERSION}: retrain it with `lam train` (or delete it and `lam demo` trains one)")
     try:
         stored = content["version"]
         if _digest({k: v for k, v in content.items() if k != "version"}) != stored:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import resource
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     next_event_weight: float = 0.2
     draws: int = 4  # scoring moments per touchpoint and epoch: the heads are cheap, the GRU pass is shared
-    at_event_weight: float = 1.0  # in days of scoring time, the weight of the moment at the touchpoint
+    at_event_weight: float = 0.25  # in days of scoring time, the weight of the moment at the touchpoint
     hidden_size: int = 64
     calibration_share: float = 0.1
     calibration_days: int = 28
@@ -198,10 +198,13 @@ def train(table: EventTable, vocab: Vocabulary, config: TrainConfig, out: str | 
 
 
 def train_file(events: str | Path, out: str | Path, config: TrainConfig, catalogue: str | Path = CATALOGUE,
-               mapping: str | Path | None = None, threads: int = 1) -> TrainResult:
-    """`lam train`: read the event file, train, save; peak memory and wall time go into the result."""
+               mapping: str | Path | None = None, threads: int = 1, item_buckets: int | None = None) -> TrainResult:
+    """`lam train`: read the event file, train, save; peak memory and wall time go into the result.
+    `item_buckets` overrides the catalogue's; the artifact keeps the vocabulary it was trained with."""
     torch.set_num_threads(threads)
     vocab = load_catalogue(catalogue)
+    if item_buckets is not None:
+        vocab = replace(vocab, item_buckets=item_buckets)
     table = data.read(events, vocab, mapping)
     return train(table, vocab, config, out)
 

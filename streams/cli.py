@@ -147,14 +147,24 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
     config = TrainConfig(horizon_ms=round(args.horizon_days * 86_400_000), epochs=args.epochs, seed=args.seed,
                          split_time_ms=parse_time(args.split_time) if args.split_time else None,
-                         hidden_size=args.hidden_size)
+                         hidden_size=args.hidden_size, learning_rate=args.learning_rate)
     out = args.out or settings.model_path
-    result = train_file(args.events, out, config, args.catalogue, args.mapping, args.threads)
+    result = train_file(args.events, out, config, args.catalogue, args.mapping, args.threads, args.item_buckets)
     any_head = result.metrics.get("validation", {}).get("any")
     validation = (f"validation AUC (any purchase) {any_head['auc']:.3f}" if any_head
                   else "no validation: nothing after the split to score")
     print(f"model {result.version} -> {out}: {result.n_events:,} touchpoints, {result.seconds:.0f} s; {validation}")
     return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return n
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
@@ -171,8 +181,12 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
                         help="conversion = a purchase within this many days")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training period")
     parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size, help="GRU state size")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="Adam's step size")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="same data and seed, same model")
     parser.add_argument("--catalogue", default=CATALOGUE, help="vocabulary file (channels, event types, products)")
+    parser.add_argument("--item-buckets", type=_positive, default=None,
+                        help="hash buckets for items outside the catalogue; 1 ignores their ids, which helps when "
+                             "each bucket would mix hundreds of unrelated items [default: the catalogue's]")
     parser.add_argument("--mapping", default=None, help="CSV column mapping (TOML), as for `lam produce`")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
 

@@ -56,6 +56,9 @@ def run(settings: Settings, seconds: float, rate: float, customers: int) -> str:
 
 def _ensure_model(settings: Settings, folder: Path) -> None:
     if settings.model_path.is_file():
+        from model import artifact
+
+        artifact.load(settings.model_path)  # an artifact this build can't serve fails here, in one line
         return
     from model.train import TrainConfig, train_file
     from sim.config import WorldConfig
