@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from model import baselines, data, measures, train
 from model.artifact import LoadedModel
@@ -66,7 +67,7 @@ def baseline_scores(table: EventTable, points: ScoringPoints, model: LoadedModel
     scores = {"random": rng.random(n), **{name: np.empty(n) for name in BASELINES[1:]}}
     # One scoring time at a time: on a log of a million visitors, the aggregates of every (customer, day)
     # point at once would take gigabytes.
-    for s in np.unique(points.time_ms):
+    for s in tqdm(np.unique(points.time_ms), desc="baselines", unit="day", leave=False):
         at = np.flatnonzero(points.time_ms == s)
         agg = baselines.aggregates(table, points.take(at), n_types, n_channels)
         scores["recency"][at] = baselines.recency(agg)

@@ -4,9 +4,9 @@ Time split, no leakage: only touchpoints before the split time are read for fitt
 at time s counts only if s + horizon <= split, so every label it sees is observed before the split. The
 validation figures use scoring times from the split on, as `lam evaluate` does.
 
-Examples: after each touchpoint the state is scored at a moment s drawn between that touchpoint and the
-customer's next (half of them at the touchpoint itself, where the worker scores), and the label is a purchase
-in [s, s + horizon). A tenth of the customers (by a hash of their id) are kept out of fitting; calibration is
+Examples: after each touchpoint the state is scored at the touchpoint itself (where the worker scores) and at
+moments s drawn between that touchpoint and the customer's next (where a daily list scores), and the label is
+a purchase in [s, s + horizon). A tenth of the customers (by a hash of their id) are kept out of fitting; calibration is
 fitted on them, at daily scoring times in the last weeks before the split.
 """
 

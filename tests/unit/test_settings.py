@@ -38,6 +38,13 @@ def test_cli_reports_usage_errors_in_one_line_with_exit_2(capsys):
     assert err.startswith("lam: usage error:") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_item_buckets_must_be_a_positive_integer(capsys, value):
+    assert main(["train", "--events", "x.jsonl", "--item-buckets", value]) == 2
+    err = capsys.readouterr().err
+    assert f"--item-buckets: expected a positive integer; got {value!r}" in err and err.count("\n") == 1
+
+
 def test_cli_reports_a_missing_broker_in_one_line_with_exit_1(capsys):
     assert main(["smoke", "--broker-port", "1"]) == 1
     err = capsys.readouterr().err
