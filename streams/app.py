@@ -212,21 +212,26 @@ class _Consumer(faust_aiokafka.Consumer):
         await super().seek_wait(readable_offsets(partitions))
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
-        """Hand each fetched message to faust's conductor, as faust's own loop does, without a race per message.
+        """Hand each fetched message to faust's conductor as faust's own loop does, without a race per message
+        between rebalances.
 
-        faust awaits each message's delivery in `wait_first` against the suspension of the flow (a rebalance),
-        so that a delivery blocked then is abandoned: four tasks and an `asyncio.wait` per message, a sixth of
-        the worker's time (profiled). While the flow runs, a delivery either completes without yielding or waits
-        for room in a stream buffer, which the agent makes (and a rebalance's `flow_control.clear()` cancels
-        such waits), so it is awaited directly. While the flow is suspended (rebalance, table recovery) each
-        delivery is raced as faust does: it may wait for a flow that only the recovery this loop feeds resumes.
+        faust awaits each message's delivery in `wait_first` against the suspension of the flow: four tasks and
+        an `asyncio.wait` per message, a sixth of the worker's time (profiled). Between rebalances a delivery
+        either completes without yielding or waits for room in a stream buffer, which the agent makes (and the
+        next rebalance's `flow_control.clear()` cancels such waits), so it is awaited directly, and the loop
+        yields to the streams every `_YIELD_EVERY` messages as faust's does. From the start of a rebalance until
+        the worker is ready again each delivery is raced as faust does, for two reasons: a delivery may wait for
+        a flow that only the table recovery this loop feeds resumes, and each `flow_control.resume()` of the
+        recovery empties the changelog and stream buffers, so they must stay as empty as faust's turn of the
+        event loop per message keeps them (a standby table otherwise loses the changelog records that sat there).
         The rest is faust's: messages below a partition's read offset (before a seek) are dropped, gaps are
         recorded for the commit, a commit every `broker_commit_every` acks, the read offset follows delivery.
         """
         deliver = self.callback
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
-        flow_control = self.app.flow_control
+        app = self.app
+        flow_control = app.flow_control
         since_yield = 0
         try:
             while not (self.should_stop or fetcher.should_stop):
@@ -240,7 +245,7 @@ class _Consumer(faust_aiokafka.Consumer):
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    if self.suspend_flow.is_set() or not flow_control.is_active():
+                    if app.rebalancing or self.suspend_flow.is_set() or not flow_control.is_active():
                         await self.wait_first(deliver(message), self.suspend_flow.wait())
                     else:
                         await deliver(message)
