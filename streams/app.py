@@ -215,22 +215,23 @@ class _Consumer(faust_aiokafka.Consumer):
         """Hand each fetched message to faust's conductor as faust's own loop does, without a race per message
         between rebalances.
 
-        faust awaits each message's delivery in `wait_first` against the suspension of the flow: four tasks and
-        an `asyncio.wait` per message, a sixth of the worker's time (profiled). Between rebalances a delivery
-        either completes without yielding or waits for room in a stream buffer, which the agent makes (and the
-        next rebalance's `flow_control.clear()` cancels such waits), so it is awaited directly, and the loop
-        yields to the streams every `_YIELD_EVERY` messages as faust's does. From the start of a rebalance until
-        the worker is ready again each delivery is raced as faust does, for two reasons: a delivery may wait for
-        a flow that only the table recovery this loop feeds resumes, and each `flow_control.resume()` of the
-        recovery empties the changelog and stream buffers, so they must stay as empty as faust's turn of the
-        event loop per message keeps them (a standby table otherwise loses the changelog records that sat there).
+        faust awaits each message's delivery in `wait_first` against the suspension of the flow: four tasks and an
+        `asyncio.wait` per message, a sixth of the worker's time (profiled). Between rebalances a delivery either
+        completes without yielding or waits for room in a stream buffer, which the agent makes (and the next
+        rebalance's `flow_control.clear()` cancels such waits), or for faust's producer buffer to drain, which its
+        producer does on its own; so it is awaited directly, and the loop yields to the streams every `_YIELD_EVERY`
+        messages as faust's does. From the start of a rebalance until the worker is ready again each delivery is
+        raced as faust does, for two reasons: a delivery may wait for a flow that only the table recovery this loop
+        feeds resumes, and each `flow_control.resume()` of the recovery empties the changelog and stream buffers, so
+        they must stay as empty as faust's turn of the event loop per message keeps them (a standby table otherwise
+        loses the changelog records that sat there).
         The rest is faust's: messages below a partition's read offset (before a seek) are dropped, gaps are
         recorded for the commit, a commit every `broker_commit_every` acks, the read offset follows delivery.
         """
+        app = self.app
         deliver = self.callback
         read_offset = self._read_offset
-        acks_enabled_for = self.app.topics.acks_enabled_for
-        app = self.app
+        acks_enabled_for = app.topics.acks_enabled_for
         flow_control = app.flow_control
         since_yield = 0
         try:
@@ -257,7 +258,7 @@ class _Consumer(faust_aiokafka.Consumer):
                 self.diag.unset_flag(CONSUMER_FETCHING)
                 await asyncio.sleep(0)  # a fetch can return at once, again and again
         except (*self.consumer_stopped_errors, asyncio.CancelledError):
-            if self.app.should_stop:
+            if app.should_stop:
                 return
             raise
         except Exception as exc:
@@ -303,9 +304,9 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
         # default, by the dozen); under the 1 MB request and broker message limits.
         producer_max_batch_size=512 * 1024,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
-        # The stream takes a buffered event straight from its queue instead of awaiting the queue for each one
-        # (faust's opt-in repair of its Cython stream iterator; the conductor's other repair, decoding once for
-        # several channels of a topic, does not apply: one agent, raw bytes).
+        # The stream takes a buffered event straight from its queue instead of awaiting the queue for each one:
+        # faust's opt-in repair of its Cython stream iterator. The same flag makes faust's conductor decode a
+        # message once for all the channels of its topic with the same key and value types.
         cython_optimizations=True,
     )
     app.transport = _Transport(app.conf.broker_consumer, app)  # before anything creates the consumer
