@@ -10,6 +10,7 @@ Design (faust-streaming 0.15.3, aiokafka transport):
   event the current one for the rare consent writes through the table API. So each state lands in the RocksDB
   database and changelog partition of the input partition it came from.
 - The state and consent tables are co-partitioned with the input topic (same partition count, same key bytes).
+- The consumer (streams/consumer.py) is faust's, with its seek, standby-seek and delivery loop repaired.
 """
 
 from __future__ import annotations
@@ -19,29 +20,25 @@ import logging
 import shutil
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.streams import _current_event  # the context variable faust's tables read the partition from
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.transport.consumer import CONSUMER_FETCHING
 from faust.types import TP
-from mode import ServiceT
 from rocksdict import WriteBatch
 
 from streams import health, metrics, record_batches
+from streams.consumer import Transport
 from streams.emit import dead_letter_headers
 from streams.settings import Settings
 from streams.topics import CONSENT_TABLE, STATE_TABLE
 from streams.worker import Engine, Inbound
 
 OPTED_OUT = b"\x01"
-_YIELD_EVERY = 100  # messages handed to the streams between two turns of the event loop, as faust's loop does
 
 
 @contextmanager
@@ -145,142 +142,6 @@ def rocksdb_options(cache_mb: int, write_buffer_mb: int = 16) -> dict[str, int]:
             "max_write_buffer_number": 2}
 
 
-async def _pause_fetching(consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> set[TopicPartition]:
-    """Pause those of `tps` that are assigned and not paused yet; returns them. Runs in the consumer's thread."""
-    pausing = (tps & consumer.assignment()) - consumer.paused()
-    consumer.pause(*pausing)
-    return pausing
-
-
-async def _resume_fetching(consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> None:
-    """Resume those of `tps` that are still assigned (a new assignment starts unpaused). Runs in its thread."""
-    consumer.resume(*(tps & consumer.assignment()))
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer with a seek to the committed offsets that does not race with the fetcher.
-
-    After a rebalance faust resumes the stream partitions and only then seeks them to their committed offsets
-    (`Recovery.on_recovery_completed`), with the flow already on since table recovery. The seek asks the broker
-    for each partition's committed offset in turn, and meanwhile faust delivers records of the resumed
-    partitions. The seek then sets each partition's read offset back to the committed offset, below records
-    already delivered; the next record looks like a gap to `_drain_messages`, and `_new_offset` merges the gap
-    into the partition's acked offsets on top of the offsets acked for real. With duplicates in that list,
-    `consecutive_numbers` ends each run at the first duplicate, so every commit (each 2.8 s) moves the
-    partition's committed offset by one: its lag stays above zero for minutes although it is fully consumed.
-
-    So the stream partitions are held back while the seek runs, at both levels: faust stops handing over the
-    records it already fetched (it drops them, their positions moved past them), and aiokafka withholds the
-    records it fetches without moving their positions. faust's hold alone would not do: it takes partitions
-    out of the set faust fetches, aiokafka reads an empty set as "every partition", and faust drops what it gets
-    for them after the seek, so such a partition is never read again. The seek moves partitions with a committed
-    offset back to it; those without one restart from the beginning (what the group does for a partition it
-    never committed), which also brings back records faust dropped at the start of a rebalance. The engine
-    skips touchpoints it applied before.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._seek_lock = asyncio.Lock()  # the fetcher and the recovery may seek at the same time
-
-    async def perform_seek(self) -> None:
-        # Shielded: a seek cancelled halfway (another rebalance started) must not leave partitions held back.
-        await asyncio.shield(self._perform_seek_held_back())
-
-    async def _perform_seek_held_back(self) -> None:
-        async with self._seek_lock:
-            consumer = self._thread._ensure_consumer()
-            generation = self.app.consumer_generation_id
-            streams = {tp for tp in consumer.assignment() if not self._is_changelog_tp(tp)}
-            delivering = {tp for tp in self._get_active_partitions() | self._buffered_partitions
-                          if not self._is_changelog_tp(tp)}
-            withheld = await self._thread.call_thread(_pause_fetching, consumer, streams)
-            self.pause_partitions(delivering)
-            self._buffered_partitions.difference_update(delivering)  # faust hands these over even when paused
-            try:
-                await super().perform_seek()
-                uncommitted = [tp for tp in streams if self._committed_offset.get(tp) is None]
-                if uncommitted and self.app.consumer_generation_id == generation:
-                    await self._thread.seek_to_beginning(*uncommitted)
-            finally:
-                if self.app.consumer_generation_id == generation:
-                    # After a new assignment faust itself pauses and resumes the partitions of that generation.
-                    self.resume_partitions(delivering)
-                await self._thread.call_thread(_resume_fetching, consumer, withheld)
-
-    async def seek_wait(self, partitions: Mapping[TP, int | None]) -> None:
-        await super().seek_wait(readable_offsets(partitions))
-
-    async def _drain_messages(self, fetcher: ServiceT) -> None:
-        """Hand each fetched message to faust's conductor as faust's own loop does, without a race per message
-        between rebalances.
-
-        faust awaits each message's delivery in `wait_first` against the suspension of the flow: four tasks and an
-        `asyncio.wait` per message, a sixth of the worker's time (profiled). Between rebalances a delivery either
-        completes without yielding or waits for room in a stream buffer, which the agent makes (and the next
-        rebalance's `flow_control.clear()` cancels such waits), or for faust's producer buffer to drain, which its
-        producer does on its own; so it is awaited directly, and the loop yields to the streams every `_YIELD_EVERY`
-        messages as faust's does. From the start of a rebalance until the worker is ready again each delivery is
-        raced as faust does, for two reasons: a delivery may wait for a flow that only the table recovery this loop
-        feeds resumes, and each `flow_control.resume()` of the recovery empties the changelog and stream buffers, so
-        they must stay as empty as faust's turn of the event loop per message keeps them (a standby table otherwise
-        loses the changelog records that sat there).
-        The rest is faust's: messages below a partition's read offset (before a seek) are dropped, gaps are
-        recorded for the commit, a commit every `broker_commit_every` acks, the read offset follows delivery.
-        """
-        app = self.app
-        deliver = self.callback
-        read_offset = self._read_offset
-        acks_enabled_for = app.topics.acks_enabled_for
-        flow_control = app.flow_control
-        since_yield = 0
-        try:
-            while not (self.should_stop or fetcher.should_stop):
-                self.diag.set_flag(CONSUMER_FETCHING)
-                async for tp, message in self.getmany(timeout=1.0):
-                    offset, last = message.offset, read_offset[tp]
-                    if last is not None and offset < last:
-                        continue
-                    if last and offset - last > 1 and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, last + 1, offset)
-                    if self._commit_every is not None and self._n_acked >= self._commit_every:
-                        self._n_acked = 0
-                        await self.commit()
-                    if app.rebalancing or self.suspend_flow.is_set() or not flow_control.is_active():
-                        await self.wait_first(deliver(message), self.suspend_flow.wait())
-                    else:
-                        await deliver(message)
-                    read_offset[tp] = offset
-                    since_yield += 1
-                    if since_yield >= _YIELD_EVERY:
-                        since_yield = 0
-                        await asyncio.sleep(0)
-                self.diag.unset_flag(CONSUMER_FETCHING)
-                await asyncio.sleep(0)  # a fetch can return at once, again and again
-        except (*self.consumer_stopped_errors, asyncio.CancelledError):
-            if app.should_stop:
-                return
-            raise
-        except Exception as exc:
-            self.log.exception("Drain messages raised: %r", exc)
-            raise
-        finally:
-            self.diag.unset_flag(CONSUMER_FETCHING)
-
-
-def readable_offsets(partitions: Mapping[TP, int | None]) -> dict[TP, int]:
-    """Offsets aiokafka accepts: none unknown or negative. faust's recovery seeks every standby changelog
-    partition to the offset it built for it, but one assigned after that build still holds None
-    (`Recovery._add`); aiokafka refuses it ("Offset must be a positive integer") and the worker crashes. From
-    the start is what faust itself does for an unknown offset (-1), and a changelog replayed from its start
-    gives the same table."""
-    return {tp: offset if offset is not None and offset >= 0 else 0 for tp, offset in partitions.items()}
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
 def create_app(settings: Settings, engine: Engine) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -309,7 +170,7 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
         # message once for all the channels of its topic with the same key and value types.
         cython_optimizations=True,
     )
-    app.transport = _Transport(app.conf.broker_consumer, app)  # before anything creates the consumer
+    app.transport = Transport(app.conf.broker_consumer, app)  # before anything creates the consumer
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inbound = app.topic(settings.input_topic, settings.consent_topic, partitions=settings.partitions, **raw)
     table = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions}

@@ -4,7 +4,8 @@ import faust
 from faust.types import TP
 
 from streams import topics
-from streams.app import CLEAN_STOP, discard_state_after_crash, readable_offsets
+from streams.app import CLEAN_STOP, discard_state_after_crash
+from streams.consumer import readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
 
