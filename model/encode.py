@@ -60,8 +60,8 @@ def numeric(time_ms: np.ndarray, prev_time_ms: np.ndarray, value: np.ndarray) ->
 
 
 def context(since_last_ms: np.ndarray, since_first_ms: np.ndarray, type_counts: np.ndarray) -> np.ndarray:
-    """(..., N_CONTEXT_TIMES + E) float32 heads' inputs from the ms since the last and the first touchpoint (...) and the
-    touchpoints per event type so far (..., E)."""
+    """(..., N_CONTEXT_TIMES + E) float32 heads' inputs from the ms since the last and the first touchpoint
+    (...) and the touchpoints per event type so far (..., E)."""
     return np.concatenate([
         _log_hours(since_last_ms)[..., None], _log_hours(since_first_ms)[..., None],
         np.log1p(np.asarray(type_counts, dtype=np.float64)) / _LOG_SCALE,

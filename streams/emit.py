@@ -13,7 +13,6 @@ import numpy as np
 import orjson
 
 from streams.decide import Decision, Policy, in_holdout
-from streams.state import REASON_RING
 
 ACTION_SCHEMA_VERSION = 1
 TOP_REASONS = 3
@@ -29,7 +28,8 @@ class Trigger:
 
 
 def action_id(customer_id: str, partition: int, offset: int) -> str:
-    """>>> action_id("c1", 3, 42)
+    """
+    >>> action_id("c1", 3, 42)
     'c1:3:42'
     """
     return f"{customer_id}:{partition}:{offset}"
@@ -37,14 +37,10 @@ def action_id(customer_id: str, partition: int, offset: int) -> str:
 
 def reasons(state: np.void, product: int) -> list[dict]:
     """The recent touchpoints that raised this product's probability most, largest first."""
-    if not REASON_RING:
-        return []
     # Python lists of the ring's few slots: numpy's per-call costs exceeded the work (profiled, one per action).
     deltas = state["ring_delta"][:, product].tolist()
     times = state["ring_time"].tolist()
     top = sorted((i for i, (t, d) in enumerate(zip(times, deltas)) if t and d > 0), key=lambda i: -deltas[i])
-    if not top:
-        return []
     types, channels, offsets = state["ring_type"], state["ring_channel"], state["ring_offset"]
     return [{
         "event_type": types[i].decode(errors="replace"),
