@@ -28,7 +28,7 @@ from model.vocab import Vocabulary
 from streams.contract import Touchpoint
 from streams.errors import LamError
 
-FORMAT_VERSION = 2  # 2: the heads read `encode.context` (times and counts per event type), not elapsed time alone
+FORMAT_VERSION = 3  # 2: heads read `encode.context` (times, counts per event type); 3: faded counts, a linear path
 
 
 def _digest(content: Mapping[str, Any]) -> str:

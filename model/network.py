@@ -43,7 +43,7 @@ class ModelConfig:
 
     @property
     def context_size(self) -> int:
-        return N_CONTEXT_TIMES + self.n_event_types
+        return N_CONTEXT_TIMES + 2 * self.n_event_types
 
 
 class Network(nn.Module):
@@ -58,6 +58,9 @@ class Network(nn.Module):
             nn.Linear(config.hidden_size + config.context_size, config.head_hidden), nn.ReLU(),
             nn.Linear(config.head_hidden, config.n_heads),
         )
+        # A linear path on the context beside the MLP (wide and deep): the heads can always fall back to a
+        # logistic regression on counts and recency, the baseline a marketer would use, and add what the state knows.
+        self.wide = nn.Linear(config.context_size, config.n_heads)
         self.next_event = nn.Linear(config.hidden_size, config.n_event_types)
 
     def _inputs(self, cats: torch.Tensor, nums: torch.Tensor) -> torch.Tensor:
@@ -78,7 +81,7 @@ class Network(nn.Module):
 
     def conversion_logits(self, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """h (..., H), context (..., context_size) from `encode.context` -> logits (..., P)."""
-        return self.conversion(torch.cat([h, context], dim=-1))
+        return self.conversion(torch.cat([h, context], dim=-1)) + self.wide(context)
 
     def next_event_logits(self, h: torch.Tensor) -> torch.Tensor:
         """h (..., H) -> logits over the next touchpoint's event type (..., n_event_types)."""
