@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import OFFSET_END, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from tqdm import tqdm
 
 from bench.report import load_average
@@ -116,8 +116,16 @@ def fill(scratch: Scratch, events: Iterable[Touchpoint], total: int | None) -> N
         raise LamError(f"{done.failed:,} touchpoints not delivered ({done.first_error})")
 
 
-def _end_offsets(cons: Any, tps: list[TopicPartition]) -> list[int]:
-    return [cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+def _end_offsets(cons: Any, tps: list[TopicPartition], seconds: float = 30.0) -> list[int]:
+    """The end offset of each partition; asked again while a topic just created has partitions without a leader."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return [cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _committed(watcher: Any, tps: list[TopicPartition]) -> int:
@@ -172,15 +180,17 @@ class _ActionClock:
     def __init__(self, scratch: Scratch) -> None:
         self.cons = kafka.consumer(scratch.settings.bootstrap)
         self.tps = scratch.partitions(scratch.settings.action_topic)
-        self.cons.assign([TopicPartition(tp.topic, tp.partition, OFFSET_END) for tp in self.tps])
+        self.starts = _end_offsets(self.cons, self.tps)
+        self.cons.assign([TopicPartition(tp.topic, tp.partition, start) for tp, start in zip(self.tps, self.starts)])
         self.samples: list[tuple[int, int]] = []  # (trigger event time, latency), both ms
+        self.positions = self.starts  # the next offset to read in each partition
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def read_up_to(self, ends: list[int]) -> bool:
         """Whether every action below `ends`, the end offset of each partition, has been read."""
-        return all(tp.offset >= end for tp, end in zip(self.cons.position(self.tps), ends))
+        return all(p >= end for p, end in zip(self.positions, ends))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -190,6 +200,9 @@ class _ActionClock:
                 if not m.error():
                     t = orjson.loads(m.value())["trigger"]["event_time"]
                     self.samples.append((t, int(now - t)))
+            # Asked here: the consumer's calls from another thread wait for this loop's consume(). A partition
+            # with nothing read yet has no position.
+            self.positions = [max(tp.offset, start) for tp, start in zip(self.cons.position(self.tps), self.starts)]
 
     def close(self) -> None:
         self._stop.set()
