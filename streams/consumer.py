@@ -40,12 +40,12 @@ async def _resume_fetching(consumer: AIOKafkaConsumer, tps: set[TopicPartition])
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """faust's consumer thread with the fetch sizes of our Transport.
 
-    faust builds the worker's AIOKafkaConsumer without fetch_min_bytes and with a 1.5 s fetch wait, and lets
-    neither be set; the defaults keep faust's values. Waiting for fetch_min_bytes, at most fetch_max_wait, makes
-    fewer, larger fetches; on shared cores 64 KiB / 20 ms changed neither latency nor CPU per touchpoint beyond the
-    noise at 2,000-5,000 touchpoints/s (issue 8), so it is a setting to measure on quiet cores, not a default. The
-    wait is also how often an idle worker fetches. The one consumer also reads the changelogs (recovery, standbys):
-    those fetches are large or rare, so the same values do.
+    faust builds the worker's AIOKafkaConsumer without fetch_min_bytes, so the broker answers each fetch as soon as
+    it holds a byte, and a worker near its capacity answers a stream of small fetches in this thread beside its
+    event loop. Waiting for fetch_min_bytes, at most fetch_max_wait, makes fewer, larger fetches: with 64 KiB and
+    20 ms a worker kept up at 3,500-4,000 touchpoints/s where it fell seconds behind without (issue 8; interleaved
+    runs on shared cores, so a tendency, not a figure). The wait is also how often an idle worker fetches. The one
+    consumer also reads the changelogs (recovery, standbys): those fetches are large or rare, so the same values do.
     """
 
     def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:

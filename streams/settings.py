@@ -50,10 +50,10 @@ class Settings:
     model_path: Path = _setting(ROOT / "artifacts" / "model.pt", "model artifact the worker serves")
     policy_path: Path = _setting(ROOT / "streams" / "policy.toml", "action policy: actions, thresholds, limits")
     rocksdb_cache_mb: int = _setting(64, "RocksDB block cache per state partition (MiB)")
-    fetch_min_bytes: int = _setting(1, "bytes the broker gathers for a worker's fetch before it answers (1: at "
-                                    "once, as faust does; more: fewer, larger fetches)")
-    fetch_max_wait: float = _setting(1.5, "seconds the broker holds a worker's fetch while it has fewer than "
-                                     "fetch_min_bytes (faust's 1.5 s; with more bytes, up to this much latency)")
+    fetch_min_bytes: int = _setting(64 * 1024, "bytes the broker gathers for a worker's fetch before it answers: "
+                                    "fewer, larger fetches near capacity (1: answer at once, as faust does)")
+    fetch_max_wait: float = _setting(0.02, "seconds the broker holds a worker's fetch while it has fewer than "
+                                     "fetch_min_bytes: up to this much latency, and an idle worker's fetch rate")
 
     # Operations: consumer lag measured from outside the workers.
     lag_exporter_port: int = _setting(9308, "port of `lam lag-exporter`'s /metrics")
