@@ -170,8 +170,7 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
         # message once for all the channels of its topic with the same key and value types.
         cython_optimizations=True,
     )
-    # Before anything creates the consumer.
-    app.transport = Transport(app.conf.broker_consumer, app, settings.fetch_min_bytes, settings.fetch_max_wait)
+    app.transport = Transport(app.conf.broker_consumer, app)  # before anything creates the consumer
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inbound = app.topic(settings.input_topic, settings.consent_topic, partitions=settings.partitions, **raw)
     table = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions}

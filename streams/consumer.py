@@ -4,7 +4,6 @@
 - Standby changelog seeks to unknown offsets start from the beginning instead of crashing (`readable_offsets`).
 - Between rebalances, fetched messages go to faust's conductor without a race per message (`_drain_messages`,
   issue 8).
-- Fetches wait for `fetch_min_bytes` (at most `fetch_max_wait`), which faust does not let one set (`_ConsumerThread`).
 
 These rely on private parts of faust-streaming 0.15.3 (named where used): re-check them when upgrading faust.
 """
@@ -18,9 +17,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, AppT
+from faust.types import TP
 from mode import ServiceT
-from yarl import URL
 
 _YIELD_EVERY = 100  # messages handed to the streams between two turns of the event loop, as faust's loop does
 
@@ -35,25 +33,6 @@ async def _pause_fetching(consumer: AIOKafkaConsumer, tps: set[TopicPartition]) 
 async def _resume_fetching(consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> None:
     """Resume those of `tps` that are still assigned (a new assignment starts unpaused). Runs in its thread."""
     consumer.resume(*(tps & consumer.assignment()))
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust's consumer thread with the fetch sizes of our Transport.
-
-    faust builds the worker's AIOKafkaConsumer without fetch_min_bytes, so the broker answers each fetch as soon as
-    it holds a byte, and a worker near its capacity answers a stream of small fetches in this thread beside its
-    event loop. Waiting for fetch_min_bytes, at most fetch_max_wait, makes fewer, larger fetches: with 64 KiB and
-    20 ms a worker kept up at 3,500-4,000 touchpoints/s where it fell seconds behind without (issue 8; interleaved
-    runs on shared cores, so a tendency, not a figure). The wait is also how often an idle worker fetches. The one
-    consumer also reads the changelogs (recovery, standbys): those fetches are large or rare, so the same values do.
-    """
-
-    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:
-        consumer = super()._create_worker_consumer(transport)
-        # aiokafka 0.14 keeps both as given until start() builds its Fetcher from them.
-        consumer._fetch_min_bytes = self.transport.fetch_min_bytes
-        consumer._fetch_max_wait_ms = self.transport.fetch_max_wait_ms
-        return consumer
 
 
 class _Consumer(faust_aiokafka.Consumer):
@@ -81,9 +60,6 @@ class _Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._seek_lock = asyncio.Lock()  # the fetcher and the recovery may seek at the same time
-
-    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def perform_seek(self) -> None:
         # Shielded: a seek cancelled halfway (another rebalance started) must not leave partitions held back.
@@ -183,8 +159,3 @@ class Transport(faust_aiokafka.Transport):
     """faust's aiokafka transport with the consumer above; set on the app before anything creates a consumer."""
 
     Consumer = _Consumer
-
-    def __init__(self, url: list[URL], app: AppT, fetch_min_bytes: int, fetch_max_wait: float) -> None:
-        super().__init__(url, app)
-        self.fetch_min_bytes = fetch_min_bytes
-        self.fetch_max_wait_ms = round(fetch_max_wait * 1000)

@@ -50,10 +50,6 @@ class Settings:
     model_path: Path = _setting(ROOT / "artifacts" / "model.pt", "model artifact the worker serves")
     policy_path: Path = _setting(ROOT / "streams" / "policy.toml", "action policy: actions, thresholds, limits")
     rocksdb_cache_mb: int = _setting(64, "RocksDB block cache per state partition (MiB)")
-    fetch_min_bytes: int = _setting(64 * 1024, "bytes the broker gathers for a worker's fetch before it answers: "
-                                    "fewer, larger fetches near capacity (1: answer at once, as faust does)")
-    fetch_max_wait: float = _setting(0.02, "seconds the broker holds a worker's fetch while it has fewer than "
-                                     "fetch_min_bytes: up to this much latency, and an idle worker's fetch rate")
 
     # Operations: consumer lag measured from outside the workers.
     lag_exporter_port: int = _setting(9308, "port of `lam lag-exporter`'s /metrics")
@@ -128,15 +124,13 @@ def _validate(s: Settings) -> None:
     if not 1 <= s.broker_port <= 65534:
         raise UsageError(f"broker_port: expected 1..65534, got {s.broker_port} "
                          f"({flag_name('broker_port')} / {env_name('broker_port')})")
-    for name in ("partitions", "batch_size", "web_port", "lag_exporter_port", "fetch_min_bytes"):
+    for name in ("partitions", "batch_size", "web_port", "lag_exporter_port"):
         if getattr(s, name) < 1:
             raise UsageError(f"{name}: expected >= 1, got {getattr(s, name)} ({flag_name(name)} / {env_name(name)})")
     if s.lag_timeout <= 0:
         raise UsageError(f"lag_timeout: expected > 0 seconds, got {s.lag_timeout}")
     if s.session_timeout < 1:
         raise UsageError(f"session_timeout: expected >= 1 second, got {s.session_timeout}")
-    if s.fetch_max_wait <= 0:
-        raise UsageError(f"fetch_max_wait: expected > 0 seconds, got {s.fetch_max_wait}")
     if s.batch_timeout <= 0:
         raise UsageError(f"batch_timeout: expected > 0 seconds, got {s.batch_timeout}")
     if s.broker_start_timeout <= 0:

@@ -1,13 +1,11 @@
 """Worker start-up: local state is trusted only after a clean stop; the changelogs exist before faust needs them."""
 
-import asyncio
-
 import faust
 from faust.types import TP
 
 from streams import topics
 from streams.app import CLEAN_STOP, discard_state_after_crash
-from streams.consumer import Transport, readable_offsets
+from streams.consumer import readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
 
@@ -42,18 +40,3 @@ def test_the_changelogs_created_up_front_are_the_ones_faust_writes_to():
 def test_seeks_to_unknown_or_negative_offsets_start_the_partition_from_its_beginning():
     tps = [TP("lam-customer-state-changelog", p) for p in range(5)]
     assert readable_offsets(dict(zip(tps, [None, -2, -1, 0, 41]))) == dict(zip(tps, [0, 0, 0, 0, 41]))
-
-
-def test_the_worker_consumer_fetches_with_the_transport_sizes():
-    async def sizes() -> tuple[int, int]:
-        app = faust.App("lam-test", store="memory://")
-        app.transport = Transport(app.conf.broker_consumer, app, fetch_min_bytes=65_536, fetch_max_wait=0.02)
-        thread = app.consumer._thread
-        consumer = thread._create_worker_consumer(app.transport)
-        try:
-            return consumer._fetch_min_bytes, consumer._fetch_max_wait_ms
-        finally:
-            await consumer.stop()
-            thread.thread_loop.close()  # the thread's own loop, which only its start would run and close
-
-    assert asyncio.run(sizes()) == (65_536, 20)
