@@ -2,7 +2,8 @@
 
 Throughput: the input topic is filled first, then one worker starts and the consumer group's committed offsets
 are followed to the end. Latency: a worker runs while touchpoints are produced at a fixed rate with event_time =
-now, and each action's arrival is compared with its trigger's event time.
+now, and each action's arrival is compared with its trigger's event time. A latency phase may follow a throughput
+phase on the same scratch (the worker restarts on the states the throughput phase left) or run on fresh ones.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from tqdm import tqdm
 
 from bench.report import load_average
@@ -103,6 +104,11 @@ class Worker:
     def peak_rss_mib(self) -> float | None:
         return peak_rss_mib(self.proc.pid)
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the worker process has used so far."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()  # fields from the 3rd
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def fill(scratch: Scratch, events: Iterable[Touchpoint], total: int | None) -> None:
     done = produce.deliver(scratch.settings.bootstrap, scratch.settings.input_topic, events, total)
@@ -110,8 +116,21 @@ def fill(scratch: Scratch, events: Iterable[Touchpoint], total: int | None) -> N
         raise LamError(f"{done.failed:,} touchpoints not delivered ({done.first_error})")
 
 
-def _end_offsets(cons: Any, tps: list[TopicPartition]) -> list[int]:
-    return [cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+def _end_offsets(cons: Any, tps: list[TopicPartition], seconds: float = 30.0) -> list[int]:
+    """The end offset of each partition; asked again while a topic just created has partitions without a leader."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return [cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _committed(watcher: Any, tps: list[TopicPartition]) -> int:
+    """Events the group has committed over `tps` (a partition without a commit counts 0)."""
+    return sum(max(tp.offset, 0) for tp in watcher.committed(tps, timeout=10))
 
 
 def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: float) -> dict[str, Any]:
@@ -132,7 +151,7 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
                 if time.monotonic() - launched > timeout:
                     raise LamError(f"{argv[-1]}: {done:,} of {total:,} events consumed after {timeout:.0f} s")
                 time.sleep(_POLL)
-                done = sum(max(tp.offset, 0) for tp in watcher.committed(tps, timeout=10))
+                done = _committed(watcher, tps)
                 bar.update(done - bar.n)
                 if first is None and done > 0:
                     first = (time.monotonic(), done)
@@ -153,16 +172,25 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
 
 
 class _ActionClock:
-    """Reads the action topic from its start in a thread; keeps (arrival ms - trigger event time ms) per action."""
+    """Reads the action topic from its end in a thread; keeps (arrival ms - trigger event time ms) per action.
+
+    From the end, not the start: a latency phase after a throughput phase finds that phase's actions there.
+    """
 
     def __init__(self, scratch: Scratch) -> None:
         self.cons = kafka.consumer(scratch.settings.bootstrap)
-        self.cons.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)
-                          for tp in scratch.partitions(scratch.settings.action_topic)])
+        self.tps = scratch.partitions(scratch.settings.action_topic)
+        self.starts = _end_offsets(self.cons, self.tps)
+        self.cons.assign([TopicPartition(tp.topic, tp.partition, start) for tp, start in zip(self.tps, self.starts)])
         self.samples: list[tuple[int, int]] = []  # (trigger event time, latency), both ms
+        self.positions = self.starts  # the next offset to read in each partition
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    def read_up_to(self, ends: list[int]) -> bool:
+        """Whether every action below `ends`, the end offset of each partition, has been read."""
+        return all(p >= end for p, end in zip(self.positions, ends))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -172,6 +200,9 @@ class _ActionClock:
                 if not m.error():
                     t = orjson.loads(m.value())["trigger"]["event_time"]
                     self.samples.append((t, int(now - t)))
+            # Asked here: the consumer's calls from another thread wait for this loop's consume(). A partition
+            # with nothing read yet has no position.
+            self.positions = [max(tp.offset, start) for tp, start in zip(self.cons.position(self.tps), self.starts)]
 
     def close(self) -> None:
         self._stop.set()
@@ -187,40 +218,64 @@ def _records(events: Iterable[Touchpoint], rate: float, bar: tqdm | None = None)
         yield event.customer_id, dataclasses.replace(event, event_time_ms=int(time.time() * 1000)).to_wire()
 
 
+def _wait(what: str, done: Callable[[], bool], worker: Worker, seconds: float) -> None:
+    """Poll `done()` until true; fails after `seconds` or when the worker exits."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        worker.check()
+        if time.monotonic() > deadline:
+            raise LamError(f"{what} within {seconds:.0f} s (log: {worker.log})")
+        time.sleep(0.2)
+
+
 def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator[Touchpoint], rate: float,
             seconds: float) -> dict[str, Any]:
-    """Percentiles of event-time-to-action latency for touchpoints offered at `rate` per second for `seconds`."""
+    """Percentiles of event-time-to-action latency for touchpoints offered at `rate` per second for `seconds`.
+
+    Every action of a touchpoint offered in the phase is a sample, whatever the worker's policy: under a policy
+    that acts on few touchpoints the phase needs to be long enough for a meaningful 99th percentile (`actions`).
+    """
     s = scratch.settings
     clock = _ActionClock(scratch)
     # A short linger: the producer's batching delay counts in the latency, as it would for a live source.
     prod = kafka.producer(s.bootstrap, **{"linger.ms": 5})
+    watcher = kafka.consumer(s.bootstrap, group_id=s.app_id)  # only reads the group's offsets; never subscribes
+    inputs, outputs = scratch.partitions(s.input_topic), scratch.partitions(s.action_topic)
     try:
         with Worker(argv, scratch, log) as worker:
+            # Warm-up, whatever the policy: touchpoints until the worker has committed some of them (it has joined,
+            # recovered its tables and processed batches).
+            before = _committed(watcher, inputs)
             deadline = time.monotonic() + 120
-            while not clock.samples:  # warm-up: the worker has joined and answers
+            while _committed(watcher, inputs) <= before:
                 worker.check()
                 if time.monotonic() > deadline:
-                    raise LamError(f"{argv[-1]}: no action within 120 s of start (log: {log})")
+                    raise LamError(f"{argv[-1]}: nothing committed within 120 s of start (log: {log})")
                 kafka.deliver_all(prod, _records(islice(events, 10), 100), s.input_topic)
                 time.sleep(0.5)
-            started_ms = int(time.time() * 1000)
+            started_ms, cpu = int(time.time() * 1000), worker.cpu_seconds()
             count = int(rate * seconds)
             bar = tqdm(total=count, unit=" events", file=sys.stderr, desc=f"{argv[-1]} at {rate:,.0f}/s")
             failed = kafka.deliver_all(prod, _records(islice(events, count), rate, bar), s.input_topic)
             bar.close()
+            cores = (worker.cpu_seconds() - cpu) / (time.time() - started_ms / 1000)
             if failed:
                 raise LamError(f"{failed:,} touchpoints not delivered to {s.input_topic}")
-            drain_until = time.monotonic() + 15
-            while time.monotonic() < drain_until and sum(t >= started_ms for t, _ in clock.samples) < count:
-                worker.check()
-                time.sleep(0.2)
+            # Drained: every touchpoint committed (the worker sends a batch's actions before it commits the batch),
+            # and every action on the topic read.
+            end = sum(_end_offsets(watcher, inputs))
+            _wait(f"{argv[-1]}: the offered touchpoints not all committed", lambda: _committed(watcher, inputs) >= end,
+                  worker, 60)
+            actions = _end_offsets(watcher, outputs)
+            _wait(f"{argv[-1]}: actions not all read back", lambda: clock.read_up_to(actions), worker, 15)
     finally:
         clock.close()
+        watcher.close()
     lat = np.array([d for t, d in clock.samples if t >= started_ms], dtype=np.float64)
     pct = np.percentile(lat, [50, 95, 99]) if len(lat) else [None] * 3
     return {"rate": round(rate), "seconds": seconds, "offered": count, "actions": int(len(lat)),
             "p50": _round(pct[0]), "p95": _round(pct[1]), "p99": _round(pct[2]),
-            "max": _round(lat.max()) if len(lat) else None, "load": load_average()}
+            "max": _round(lat.max()) if len(lat) else None, "worker_cores": round(cores, 2), "load": load_average()}
 
 
 def _round(x: float | None) -> float | None:

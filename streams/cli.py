@@ -274,7 +274,8 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
     from bench.run import main
 
     return main(settings, args.quick, args.docs_dir, events=args.events, customers=args.customers,
-                naive_events=args.naive_events, states=args.states)
+                naive_events=args.naive_events, states=args.states, latency_seconds=args.latency_seconds,
+                eager_latency_seconds=args.eager_latency_seconds)
 
 
 def _bench_args(parser: argparse.ArgumentParser) -> None:
@@ -289,6 +290,10 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--naive-events", type=int, help="touchpoints for the naive design's run [100000]")
     parser.add_argument("--states", type=sizes, help="customer-state counts for the memory table "
                                                      "[100000,1000000,10000000]")
+    parser.add_argument("--latency-seconds", type=float, help="seconds of touchpoints offered to measure latency "
+                                                                "under the shipped policy [60]")
+    parser.add_argument("--eager-latency-seconds", type=float, help="the same under the policy acting on every "
+                                                                      "touchpoint (the stress figure) [30]")
     parser.add_argument("--quick", action="store_true", help="small sizes for every unset flag (the smoke test)")
     parser.add_argument("--docs-dir", default=None, help="where benchmarks.md/.json go [docs/]")
 

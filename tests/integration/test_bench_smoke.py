@@ -32,8 +32,10 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
     for design in ("engine", "naive"):
         assert entry[design]["throughput"]["events_per_second"] > 0
         assert entry[design]["throughput"]["peak_rss_mib"] > 0
-        assert entry[design]["latency"]["actions"] > 0
-        assert 0 < entry[design]["latency"]["p50"] <= entry[design]["latency"]["p99"]
+        # The shipped policy may not act on the tiny model's few touchpoints; the eager policy acts on every one.
+        assert entry[design]["latency"]["offered"] > 0 and entry[design]["latency"]["worker_cores"] > 0
+        assert entry[design]["latency_eager"]["actions"] > 0
+        assert 0 < entry[design]["latency_eager"]["p50"] <= entry[design]["latency_eager"]["p99"]
     assert entry["ceiling"]["ceiling_per_second"] > 0 and entry["ceiling"]["engine_rocksdb_per_second"] > 0
     assert [s["states"] for s in entry["states"]] == [10_000] and entry["states"][0]["disk_mib"] > 0
 
