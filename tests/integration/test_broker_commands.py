@@ -13,6 +13,21 @@ from streams.cli import main
 pytestmark = pytest.mark.integration
 
 
+def _free_broker_port() -> int:
+    """A port that is free together with the next one, the controller's: `broker start` checks both before it
+    looks for Maven, and an ephemeral port's neighbour is often some client connection's."""
+    for _ in range(100):
+        with socket.socket() as probe, socket.socket() as neighbour:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+            try:
+                neighbour.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
+
+
 def test_start_and_status_on_a_running_broker_are_harmless(bootstrap, settings, capsys):
     port = ["--broker-port", str(settings.broker_port)]
     assert main(["broker", "start", *port]) == 0
@@ -41,10 +56,7 @@ def test_status_and_stop_without_a_broker(tmp_path, capsys):
 def test_missing_java_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    assert main(["broker", "start", "--broker-port", str(port), "--home", str(tmp_path)]) == 1
+    assert main(["broker", "start", "--broker-port", str(_free_broker_port()), "--home", str(tmp_path)]) == 1
     assert "java not found" in capsys.readouterr().err
 
 
@@ -52,8 +64,5 @@ def test_missing_maven_is_a_one_line_error_when_jars_are_not_cached(tmp_path, mo
     java_home = Path(shutil.which("java")).resolve().parent.parent
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("JAVA_HOME", str(java_home))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    assert main(["broker", "start", "--broker-port", str(port), "--home", str(tmp_path)]) == 1
+    assert main(["broker", "start", "--broker-port", str(_free_broker_port()), "--home", str(tmp_path)]) == 1
     assert "mvn not found" in capsys.readouterr().err
