@@ -1,16 +1,18 @@
-"""Wiring only: the Faust application, its topics and tables, and the agent that feeds streams.worker.
+"""Wiring only: the Faust application, its topics and tables, and the loop that feeds streams.worker.
 
 Design (faust-streaming 0.15.3, aiokafka transport):
-- One agent reads the touchpoint and consent topics as one stream and takes micro-batches with `take_events`,
-  so it sees every message's topic, partition and offset. Agent concurrency stays 1: per-key order is kept.
-- Faust refuses table writes inside `take()` because no event is "current" (faust-streaming issue 497): a
-  table resolves the changelog partition and the RocksDB partition from the current event. The store adapter
-  below reads and writes each customer's state on the partition of the batch's own event of that customer,
-  straight on the table's per-partition RocksDB database and changelog partition in batches, and makes that
-  event the current one for the rare consent writes through the table API. So each state lands in the RocksDB
-  database and changelog partition of the input partition it came from.
+- The consumer (streams/consumer.py) hands the touchpoint and consent topics' messages to an inbox
+  (streams/inbox.py), and one loop takes them in micro-batches, in order: per-key order is kept. faust's agent
+  and stream machinery cost ~40 microseconds per message and are not used for them; faust still runs the
+  consumer group, the commits of acked offsets, the tables and their changelogs and recovery.
+- A table resolves the changelog partition and the RocksDB partition of a write from the current event, which a
+  batch does not have (faust-streaming issue 497). The store adapter below reads and writes each customer's
+  state on the partition of the batch's own message of that customer, straight on the table's per-partition
+  RocksDB database and changelog partition in batches, and makes that message the current event for the rare
+  consent writes through the table API. So each state lands in the RocksDB database and changelog partition of
+  the input partition it came from.
 - The state and consent tables are co-partitioned with the input topic (same partition count, same key bytes).
-- The consumer (streams/consumer.py) is faust's, with its seek, standby-seek and delivery loop repaired.
+- The consumer is faust's, with its seek, standby-seek and delivery loop repaired.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.events import Event
 from faust.streams import _current_event  # the context variable faust's tables read the partition from
-from faust.types import TP
+from faust.types import TP, Message
 from rocksdict import WriteBatch
 
 from streams import health, metrics, record_batches
 from streams.consumer import Transport
+from streams.inbox import Inbox
 from streams.emit import dead_letter_headers
 from streams.settings import Settings
 from streams.topics import CONSENT_TABLE, STATE_TABLE
@@ -43,7 +47,9 @@ OPTED_OUT = b"\x01"
 
 
 @contextmanager
-def current_event(event: Any) -> Iterator[None]:
+def current_event(app: faust.App, message: Message) -> Iterator[None]:
+    """`message` as the event faust's table API takes the partition of a write from."""
+    event = Event(app, message.key, message.value, message.headers, message)
     token = _current_event.set(weakref.ref(event))
     try:
         yield
@@ -51,16 +57,16 @@ def current_event(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
-def _partition_of(event: Any) -> int:
-    return event.message.partition
+def _partition_of(message: Message) -> int:
+    return message.partition
 
 
 def _get_by_partition(table: faust.Table, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]:
-    """Values of `keys` (None: absent) from the RocksDB database of each key's event partition, one multi-get
+    """Values of `keys` (None: absent) from the RocksDB database of each key's message partition, one multi-get
     per partition: faust's `table.get` costs a lookup for `in` and another for the value, plus sensors, per key."""
     positions: dict[int, list[int]] = {}
-    for i, event in enumerate(contexts):
-        positions.setdefault(_partition_of(event), []).append(i)
+    for i, message in enumerate(contexts):
+        positions.setdefault(_partition_of(message), []).append(i)
     values: list[bytes | None] = [None] * len(keys)
     for partition, where in positions.items():
         db = table.data._db_for_partition(partition)  # faust's store keeps one database per partition
@@ -71,12 +77,12 @@ def _get_by_partition(table: faust.Table, keys: Sequence[str], contexts: Sequenc
 
 class TableStore:
     """streams.worker.StateStore over two Faust tables, on the RocksDB database and changelog partition of the
-    input partition each customer's event came from.
+    input partition each customer's message came from.
 
     States are read with one multi-get per partition and written in batches: `put` stages a state and `flush`
     writes the staged ones, per partition one RocksDB write batch and one changelog record batch. Faust's own
     table write sends one changelog message at a time through its producer buffer, whose backlog held back the
-    consumer (profiled). Consent changes are rare; they go through the table API in their event's context.
+    consumer (profiled). Consent changes are rare; they go through the table API with their message as event.
     """
 
     def __init__(self, app: faust.App, states: faust.Table, consent: faust.Table) -> None:
@@ -125,14 +131,14 @@ class TableStore:
             self.states.data.set_persisted_offset(tp, future.result().offset + records - 1)
 
     def erase(self, key: str, context: Any) -> None:
-        with current_event(context):
+        with current_event(self.app, context):
             self.states.pop(key.encode(), None)  # a tombstone in the changelog
 
     def opted_out(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bool]:
         return [value == OPTED_OUT for value in _get_by_partition(self.consent, keys, contexts)]
 
     def opt_out(self, key: str, context: Any) -> None:
-        with current_event(context):
+        with current_event(self.app, context):
             self.consent[key.encode()] = OPTED_OUT
 
 
@@ -175,7 +181,9 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
         # message once for all the channels of its topic with the same key and value types.
         cython_optimizations=True,
     )
-    app.transport = Transport(app.conf.broker_consumer, app)  # before anything creates the consumer
+    inbox = Inbox((settings.input_topic, settings.consent_topic), settings.batch_size, settings.batch_timeout,
+                  app.flow_control)
+    app.transport = Transport(app.conf.broker_consumer, app, inbox)  # before anything creates the consumer
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     inbound = app.topic(settings.input_topic, settings.consent_topic, partitions=settings.partitions, **raw)
     table = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions}
@@ -183,29 +191,43 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
     store = TableStore(app, app.Table(STATE_TABLE, options=rocksdb_options(settings.rocksdb_cache_mb), **table),
                        app.Table(CONSENT_TABLE, options=rocksdb_options(4, write_buffer_mb=4), **table))
 
-    @app.agent(inbound, name="touchpoints")
-    async def touchpoints(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout):
-            batch = [Inbound(e.message.topic, e.message.partition, e.message.offset, e.key, e.value, e)
-                     for e in events]
-            started = time.perf_counter()
-            outcome = engine.process(batch, store, now_ms=int(time.time() * 1000))
-            sent = await record_batches.send_keyed(app, settings.action_topic, (
-                (customer.encode(), value, []) for customer, value in outcome.actions))
-            sent += await record_batches.send_keyed(app, settings.dead_letter_topic, (
-                (message.key, message.value, dead_letter_headers(reason, message.topic, message.partition,
-                                                                 message.offset))
-                for message, reason in outcome.dead_letters))
-            # Acknowledged before the states that mark their touchpoints applied.
-            await asyncio.gather(*(delivery.future for delivery in sent))
-            assigned = app.consumer.assignment()
-            engine.save(outcome, store, owned=lambda event: event.message.tp in assigned)
-            await store.flush()
-            metrics.record_batch(batch, outcome, time.perf_counter() - started, now_ms=int(time.time() * 1000))
+    app.topics.add(inbound)  # subscribed and acked like an agent's topic; its messages go to the inbox
+
+    @app.task
+    async def engine_loop() -> None:
+        try:
+            while not app.should_stop:
+                await process_batch(app, engine, store, settings, await inbox.take())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # as an agent would: the worker stops rather than skip the batch
+            await app.crash(exc)
 
     health.install(app, (settings.input_topic, settings.consent_topic))
     metrics.MODEL.info({"version": engine.model.version})
     return app
+
+
+async def process_batch(app: faust.App, engine: Engine, store: TableStore, settings: Settings,
+                        messages: list[Message]) -> None:
+    """One micro-batch: the engine's outcome, its actions and dead letters acknowledged by Kafka, then the states
+    that mark its touchpoints applied, then the messages acked for the commit."""
+    batch = [Inbound(m.topic, m.partition, m.offset, m.key, m.value, m) for m in messages]
+    started = time.perf_counter()
+    outcome = engine.process(batch, store, now_ms=int(time.time() * 1000))
+    sent = await record_batches.send_keyed(app, settings.action_topic, (
+        (customer.encode(), value, []) for customer, value in outcome.actions))
+    sent += await record_batches.send_keyed(app, settings.dead_letter_topic, (
+        (message.key, message.value, dead_letter_headers(reason, message.topic, message.partition, message.offset))
+        for message, reason in outcome.dead_letters))
+    await asyncio.gather(*(delivery.future for delivery in sent))
+    assigned = app.consumer.assignment()
+    engine.save(outcome, store, owned=lambda message: message.tp in assigned)
+    await store.flush()
+    ack = app.consumer.ack
+    for message in messages:
+        ack(message)
+    metrics.record_batch(batch, outcome, time.perf_counter() - started, now_ms=int(time.time() * 1000))
 
 
 def serve(settings: Settings) -> None:

@@ -2,7 +2,8 @@
 
 - The seek to committed offsets after a rebalance does not race with the fetcher (`_Consumer`, issue 9).
 - Standby changelog seeks to unknown offsets start from the beginning instead of crashing (`readable_offsets`).
-- Between rebalances, fetched messages go to faust's conductor without a race per message (`_drain_messages`,
+- Input messages go to the engine's inbox (streams/inbox.py), not through faust's conductor and streams; the
+  others (changelogs) go to the conductor, between rebalances without a race per message (`_drain_messages`,
   issue 8).
 
 These rely on private parts of faust-streaming 0.15.3 (named where used): re-check them when upgrading faust.
@@ -19,6 +20,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import ServiceT
+
+from streams.inbox import Inbox
 
 _YIELD_EVERY = 100  # messages handed to the streams between two turns of the event loop, as faust's loop does
 
@@ -90,12 +93,12 @@ class _Consumer(faust_aiokafka.Consumer):
         await super().seek_wait(readable_offsets(partitions))
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
-        """Hand each fetched message to faust's conductor as faust's own loop does, without a race per message
-        between rebalances.
+        """Hand each fetched input message to the engine's inbox and every other one to faust's conductor as
+        faust's own loop does, without a race per message between rebalances.
 
         faust awaits each message's delivery in `wait_first` against the suspension of the flow: four tasks and an
         `asyncio.wait` per message, a sixth of the worker's time (profiled). Between rebalances a delivery either
-        completes without yielding or waits for room in a stream buffer, which the agent makes (and the next
+        completes without yielding or waits for room in the inbox or a stream buffer, which their readers make (and the next
         rebalance's `flow_control.clear()` cancels such waits), or for faust's producer buffer to drain, which its
         producer does on its own; so it is awaited directly, and the loop yields to the streams every `_YIELD_EVERY`
         messages as faust's does. From the start of a rebalance until the worker is ready again each delivery is
@@ -111,6 +114,8 @@ class _Consumer(faust_aiokafka.Consumer):
         read_offset = self._read_offset
         acks_enabled_for = app.topics.acks_enabled_for
         flow_control = app.flow_control
+        inbox = self.transport.inbox
+        unacked = self._unacked_messages
         since_yield = 0
         try:
             while not (self.should_stop or fetcher.should_stop):
@@ -124,7 +129,16 @@ class _Consumer(faust_aiokafka.Consumer):
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    if app.rebalancing or self.suspend_flow.is_set() or not flow_control.is_active():
+                    slow = app.rebalancing or self.suspend_flow.is_set() or not flow_control.is_active()
+                    if tp.topic in inbox.topics:
+                        # faust's track_message without its per-message sensors: a revocation's wait_empty waits
+                        # for the engine to ack the messages it has taken.
+                        unacked.add(message)
+                        if slow:
+                            await self.wait_first(inbox.put_when_flowing(message), self.suspend_flow.wait())
+                        else:
+                            await inbox.put(message)
+                    elif slow:
                         await self.wait_first(deliver(message), self.suspend_flow.wait())
                     else:
                         await deliver(message)
@@ -156,6 +170,11 @@ def readable_offsets(partitions: Mapping[TP, int | None]) -> dict[TP, int]:
 
 
 class Transport(faust_aiokafka.Transport):
-    """faust's aiokafka transport with the consumer above; set on the app before anything creates a consumer."""
+    """faust's aiokafka transport with the consumer above, which hands the messages of `inbox.topics` to `inbox`;
+    set on the app before anything creates a consumer."""
 
     Consumer = _Consumer
+
+    def __init__(self, url: Any, app: Any, inbox: Inbox) -> None:
+        super().__init__(url, app)
+        self.inbox = inbox

@@ -30,7 +30,7 @@ def ensure(settings: Settings) -> list[str]:
     Faust would create the changelogs itself when a worker starts, but workers starting together race: a worker
     whose consumer fetched its metadata before another one created a changelog keeps a metadata without it, and
     faust then raises PartitionsMismatch ("changelog has 0 partitions") at that table's first write, which
-    crashes the agent in the middle of a batch: opt-outs are lost and the batch's offsets are never acked.
+    crashes the worker in the middle of a batch: opt-outs are lost and the batch's offsets are never acked.
     """
     kafka.require_broker(settings.bootstrap)
     return (kafka.create_topics(settings.bootstrap, required(settings))

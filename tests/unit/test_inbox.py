@@ -1,0 +1,97 @@
+"""The inbox between the consumer and the engine: full batches at once, partial ones `within` after their first
+message, at most two batches held, and nothing fetched before a rebalance delivered after it."""
+
+import asyncio
+
+from mode.utils.queues import FlowControlEvent
+
+from streams.inbox import Inbox
+
+
+def _inbox(batch_size: int = 3, within: float = 0.05) -> tuple[Inbox, FlowControlEvent]:
+    flow = FlowControlEvent(initially_suspended=False)
+    return Inbox(["touchpoints"], batch_size, within, flow), flow
+
+
+def test_a_full_batch_is_taken_at_once_and_the_rest_waits_for_the_next():
+    async def scenario() -> tuple[list, float, list]:
+        inbox, _ = _inbox(batch_size=3, within=10.0)
+        for m in range(4):
+            await inbox.put(m)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = await inbox.take()
+        waited = loop.time() - started
+        for m in (4, 5):
+            await inbox.put(m)
+        return first, waited, await inbox.take()
+
+    first, waited, second = asyncio.run(scenario())
+    assert first == [0, 1, 2] and waited < 1.0
+    assert second == [3, 4, 5]
+
+
+def test_a_partial_batch_closes_within_its_time_after_its_first_message():
+    async def scenario() -> tuple[list, float]:
+        inbox, _ = _inbox(batch_size=100, within=0.05)
+        loop = asyncio.get_running_loop()
+        taking = asyncio.ensure_future(inbox.take())
+        await asyncio.sleep(0.1)  # nothing arrives: no empty batch
+        assert not taking.done()
+        arrived = loop.time()
+        await inbox.put("a")
+        await inbox.put("b")
+        batch = await taking
+        return batch, loop.time() - arrived
+
+    batch, waited = asyncio.run(scenario())
+    assert batch == ["a", "b"]
+    assert 0.04 <= waited < 0.5
+
+
+def test_the_delivery_waits_for_room_beyond_two_batches():
+    async def scenario() -> tuple[bool, bool, list]:
+        inbox, _ = _inbox(batch_size=2, within=10.0)
+        for m in range(4):
+            await inbox.put(m)
+        fifth = asyncio.ensure_future(inbox.put(4))
+        await asyncio.sleep(0.01)
+        blocked = not fifth.done()
+        await inbox.take()
+        await asyncio.sleep(0.01)
+        return blocked, fifth.done(), await inbox.take()
+
+    blocked, delivered, batch = asyncio.run(scenario())
+    assert blocked and delivered
+    assert batch == [2, 3]
+
+
+def test_a_rebalance_drops_what_waits_and_what_was_fetched_before_it():
+    async def scenario() -> list:
+        inbox, flow = _inbox(batch_size=1, within=10.0)
+        await inbox.put("old-1")
+        await inbox.put("old-2")
+        late = asyncio.ensure_future(inbox.put("old-3"))  # waits for room
+        await asyncio.sleep(0.01)
+        flow.suspend()
+        flow.clear()  # what faust does to its stream buffers when partitions are revoked
+        await late
+        flow.resume()
+        await inbox.put("new")
+        return await inbox.take()
+
+    assert asyncio.run(scenario()) == ["new"]
+
+
+def test_while_the_flow_is_suspended_nothing_enters():
+    async def scenario() -> tuple[int, list]:
+        inbox, flow = _inbox(batch_size=1, within=10.0)
+        flow.suspend()
+        putting = asyncio.ensure_future(inbox.put_when_flowing("m"))
+        await asyncio.sleep(0.01)
+        held = len(inbox)
+        flow.resume()
+        await putting
+        return held, await inbox.take()
+
+    assert asyncio.run(scenario()) == (0, ["m"])
