@@ -1,10 +1,13 @@
 """Worker start-up: local state is trusted only after a clean stop; the changelogs exist before faust needs them."""
 
+import asyncio
+from types import SimpleNamespace
+
 import faust
 from faust.types import TP
 
 from streams import topics
-from streams.app import CLEAN_STOP, discard_state_after_crash
+from streams.app import CLEAN_STOP, create_app, discard_state_after_crash
 from streams.consumer import readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
@@ -40,3 +43,18 @@ def test_the_changelogs_created_up_front_are_the_ones_faust_writes_to():
 def test_seeks_to_unknown_or_negative_offsets_start_the_partition_from_its_beginning():
     tps = [TP("lam-customer-state-changelog", p) for p in range(5)]
     assert readable_offsets(dict(zip(tps, [None, -2, -1, 0, 41]))) == dict(zip(tps, [0, 0, 0, 0, 41]))
+
+
+def test_the_broker_holds_a_fetch_no_longer_than_a_micro_batch_waits():
+    settings = load({"batch_timeout": "0.05"}, {})
+    engine = SimpleNamespace(model=SimpleNamespace(version="test"))
+
+    async def fetch_max_wait_ms() -> int:
+        app = create_app(settings, engine)
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(fetch_max_wait_ms()) == 50  # faust's own: 1,500
