@@ -24,7 +24,7 @@ from mode import ServiceT
 
 from streams.inbox import Inbox
 
-_YIELD_EVERY = 100  # messages handed to the streams between two turns of the event loop, as faust's loop does
+_YIELD_EVERY = 100  # messages handed over between two turns of the event loop, as faust's loop does
 
 
 async def _pause_fetching(consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> set[TopicPartition]:
@@ -102,14 +102,14 @@ class _Consumer(faust_aiokafka.Consumer):
 
         faust awaits each message's delivery in `wait_first` against the suspension of the flow: four tasks and an
         `asyncio.wait` per message, a sixth of the worker's time (profiled). Between rebalances a delivery either
-        completes without yielding or waits for room in the inbox or a stream buffer, which their readers make (and the next
-        rebalance's `flow_control.clear()` cancels such waits), or for faust's producer buffer to drain, which its
-        producer does on its own; so it is awaited directly, and the loop yields to the streams every `_YIELD_EVERY`
-        messages as faust's does. From the start of a rebalance until the worker is ready again each delivery is
-        raced as faust does, for two reasons: a delivery may wait for a flow that only the table recovery this loop
-        feeds resumes, and each `flow_control.resume()` of the recovery empties the changelog and stream buffers, so
-        they must stay as empty as faust's turn of the event loop per message keeps them (a standby table otherwise
-        loses the changelog records that sat there).
+        completes without yielding or waits for room in the inbox or a stream buffer, which their readers make (and
+        the next rebalance's `flow_control.clear()` cancels such waits), or for faust's producer buffer to drain,
+        which its producer does on its own; so it is awaited directly, and the loop yields to the engine's loop and
+        the streams every `_YIELD_EVERY` messages as faust's does. From the start of a rebalance until the worker
+        is ready again each delivery is raced as faust does, for two reasons: a delivery may wait for a flow that
+        only the table recovery this loop feeds resumes, and each `flow_control.resume()` of the recovery empties
+        the changelog and stream buffers, so they must stay as empty as faust's turn of the event loop per message
+        keeps them (a standby table otherwise loses the changelog records that sat there).
         The rest is faust's: messages below a partition's read offset (before a seek) are dropped, gaps are
         recorded for the commit, a commit every `broker_commit_every` acks, the read offset follows delivery.
         """

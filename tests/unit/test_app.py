@@ -51,10 +51,12 @@ def test_the_broker_holds_a_fetch_no_longer_than_a_micro_batch_waits():
 
     async def fetch_max_wait_ms() -> int:
         app = create_app(settings, engine)
-        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        thread = app.consumer._thread
+        consumer = thread._create_worker_consumer(app.transport)
         try:
             return consumer._fetch_max_wait_ms
         finally:
             await consumer.stop()
+            thread.thread_loop.close()  # the thread's own loop, which only its start would run and close
 
     assert asyncio.run(fetch_max_wait_ms()) == 50  # faust's own: 1,500
