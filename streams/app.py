@@ -232,10 +232,13 @@ async def process_batch(app: faust.App, engine: Engine, store: TableStore, setti
 
 def serve(settings: Settings) -> None:
     """`lam worker`: load the model and policy, make sure the topics exist, and run one Faust worker."""
+    import torch
+
     from model.artifact import load
     from streams import topics
     from streams.decide import load_policy
 
+    torch.set_num_threads(settings.torch_threads)
     model = load(settings.model_path)
     policy = load_policy(settings.policy_path, model.products)
     topics.ensure(settings)

@@ -52,6 +52,10 @@ class Settings:
     # 12 x 64 MiB of cache made a worker peak at 1.6 GB over 2M touchpoints of 200,000 customers; 12 x 24 MiB at
     # 1.1 GB, at 23,722 vs 24,578 events/s (within run-to-run noise). Raise it when a partition's hot states outgrow it.
     rocksdb_cache_mb: int = _setting(24, "RocksDB block cache per state partition (MiB)")
+    # torch's default, a thread per core, made a worker at 2,000 touchpoints/s busy 0.74 cores instead of 0.38
+    # (measured): its idle threads spin between the small steps of a micro-batch, on cores the broker needs.
+    # Workers scale out as processes in the consumer group, not as threads inside one.
+    torch_threads: int = _setting(1, "threads torch uses for the model's steps in a worker")
 
     # Operations: consumer lag measured from outside the workers.
     lag_exporter_port: int = _setting(9308, "port of `lam lag-exporter`'s /metrics")
@@ -126,7 +130,7 @@ def _validate(s: Settings) -> None:
     if not 1 <= s.broker_port <= 65534:
         raise UsageError(f"broker_port: expected 1..65534, got {s.broker_port} "
                          f"({flag_name('broker_port')} / {env_name('broker_port')})")
-    for name in ("partitions", "batch_size", "web_port", "lag_exporter_port"):
+    for name in ("partitions", "batch_size", "web_port", "lag_exporter_port", "torch_threads"):
         if getattr(s, name) < 1:
             raise UsageError(f"{name}: expected >= 1, got {getattr(s, name)} ({flag_name(name)} / {env_name(name)})")
     if s.lag_timeout <= 0:
