@@ -2,7 +2,8 @@
 
 - The seek to committed offsets after a rebalance does not race with the fetcher (`_Consumer`, issue 9).
 - Standby changelog seeks to unknown offsets start from the beginning instead of crashing (`readable_offsets`).
-- The broker holds a fetch no longer than a micro-batch waits, not 1.5 s (`_ConsumerThread`).
+- The broker holds a fetch for about a batch of touchpoints up to a quarter of the batch timeout, not for a byte up
+  to 1.5 s (`_ConsumerThread`).
 - Input messages go to the engine's inbox (streams/inbox.py), not through faust's conductor and streams; the
   others (changelogs) go to the conductor, between rebalances without a race per message (`_drain_messages`,
   issue 8).
@@ -25,6 +26,9 @@ from mode import ServiceT
 from streams.inbox import Inbox
 
 _YIELD_EVERY = 100  # messages handed over between two turns of the event loop, as faust's loop does
+# A backlog fills it at once (a fetch takes up to 1 MiB per partition); live traffic does not within the wait bound
+# (touchpoints take ~25-50 bytes each in lz4 record batches), so there the bound decides when a fetch returns.
+FETCH_MIN_BYTES = 256 * 1024
 
 
 async def _pause_fetching(consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> set[TopicPartition]:
@@ -174,19 +178,24 @@ def readable_offsets(partitions: Mapping[TP, int | None]) -> dict[TP, int]:
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust's consumer thread, with the broker's wait for a fetch bounded by the batch timeout.
+    """faust's consumer thread, whose fetches the broker holds until `FETCH_MIN_BYTES` are ready or a quarter of
+    the batch timeout has passed, whichever comes first.
 
-    aiokafka keeps one fetch in flight per broker and leaves out of it the partitions whose records are still
-    buffered, and faust asks the broker to hold a fetch up to 1.5 s for data. A fetch that went out while every
-    busy partition was buffered holds only quiet ones (such as the consent topic's), and the busy ones are not
-    fetched again until it returns. Seen in latency runs (issue 8): whole runs at a p50 of 1.2-1.5 s with the worker
-    well under its capacity, and a run that ended on a 1.5-1.8 s plateau after 28 s at 60-250 ms; none in runs
-    with this bound. A fetch now waits no longer than a micro-batch does.
+    faust asks the broker to hold a fetch up to 1.5 s for a single byte. aiokafka keeps one fetch in flight per
+    broker and leaves out of it the partitions whose records are still buffered, so a fetch that went out while
+    every busy partition was buffered holds only quiet ones (such as the consent topic's), and the busy ones are
+    not fetched again until it returns. Seen in latency runs (issue 8): whole runs at a p50 of 1.2-1.5 s with the
+    worker well under its capacity; none with a bound. A bound alone, with a byte as the minimum, turned a steady
+    2,000 touchpoints/s into ~520 fetches/s, each a request, a response and a hop between threads: 0.75 cores of
+    the worker. Waiting for `FETCH_MIN_BYTES` up to a quarter of the batch timeout, ~150 fetches/s and 0.38 cores,
+    with the same latency (measured); a backlog fills a fetch at once.
     """
 
     def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms  # aiokafka 0.14 reads it in start()
+        # aiokafka 0.14 reads both in start()
+        consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms
+        consumer._fetch_min_bytes = FETCH_MIN_BYTES
         return consumer
 
 
@@ -199,4 +208,4 @@ class Transport(faust_aiokafka.Transport):
     def __init__(self, url: Any, app: Any, inbox: Inbox) -> None:
         super().__init__(url, app)
         self.inbox = inbox
-        self.fetch_max_wait_ms = max(1, round(inbox.within * 1000))
+        self.fetch_max_wait_ms = max(1, round(inbox.within * 1000 / 4))

@@ -8,7 +8,7 @@ from faust.types import TP
 
 from streams import topics
 from streams.app import CLEAN_STOP, create_app, discard_state_after_crash
-from streams.consumer import readable_offsets
+from streams.consumer import FETCH_MIN_BYTES, readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
 
@@ -45,18 +45,18 @@ def test_seeks_to_unknown_or_negative_offsets_start_the_partition_from_its_begin
     assert readable_offsets(dict(zip(tps, [None, -2, -1, 0, 41]))) == dict(zip(tps, [0, 0, 0, 0, 41]))
 
 
-def test_the_broker_holds_a_fetch_no_longer_than_a_micro_batch_waits():
-    settings = load({"batch_timeout": "0.05"}, {})
+def test_the_broker_holds_a_fetch_for_a_batch_of_bytes_up_to_a_quarter_of_the_batch_timeout():
+    settings = load({"batch_timeout": "0.08"}, {})
     engine = SimpleNamespace(model=SimpleNamespace(version="test"))
 
-    async def fetch_max_wait_ms() -> int:
+    async def fetch_bounds() -> tuple[int, int]:
         app = create_app(settings, engine)
         thread = app.consumer._thread
         consumer = thread._create_worker_consumer(app.transport)
         try:
-            return consumer._fetch_max_wait_ms
+            return consumer._fetch_max_wait_ms, consumer._fetch_min_bytes
         finally:
             await consumer.stop()
             thread.thread_loop.close()  # the thread's own loop, which only its start would run and close
 
-    assert asyncio.run(fetch_max_wait_ms()) == 50  # faust's own: 1,500
+    assert asyncio.run(fetch_bounds()) == (20, FETCH_MIN_BYTES)  # faust's own: 1,500 ms for 1 byte
