@@ -36,6 +36,7 @@ from streams.settings import Settings
 
 ENGINE = ("-m", "streams.cli", "worker")
 NAIVE = ("-m", "bench.naive")
+FLOOR = ("-m", "bench.floor")
 _POLL = 0.1  # seconds between looks at committed offsets
 
 

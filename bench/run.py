@@ -6,7 +6,8 @@
 
 Phases: the ceiling (each hot-path stage alone), engine and naive throughput on the real broker, engine and naive
 latency at half their maximum rates (under the shipped policy, the headline, and under a policy acting on every
-touchpoint, the stress figure), state memory and disk at each size. Writes docs/benchmarks.md (its section
+touchpoint, the stress figure), the worker's Kafka and Faust side alone (bench/floor.py), state memory and disk at
+each size. Writes docs/benchmarks.md (its section
 between the `bench:engine` markers) and the "engine" key of docs/benchmarks.json. A benchmark: it asserts nothing.
 """
 
@@ -17,6 +18,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
@@ -106,26 +108,35 @@ def _endless(world: World, skip: int = 0) -> Iterator[Touchpoint]:
         yield from world.events()
 
 
-def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: int, options: Options,
-               workdir: Path, eager: Path) -> dict[str, Any]:
-    """Throughput over `events` preloaded touchpoints, then latency at LATENCY_RATE_SHARE of that rate: under the
-    shipped policy on the states the throughput phase left (the headline), and under the eager policy on fresh
-    ones (the stress figure)."""
+@contextmanager
+def _loaded(settings: Settings, argv: tuple[str, ...], world: World, events: int, workdir: Path,
+            policy: Path) -> Iterator[tuple[kafka_run.Scratch, dict[str, Any]]]:
+    """Fresh topics whose input holds the world's first `events` touchpoints, and the throughput of `argv` over
+    them; the topics are deleted on leaving."""
     name = argv[-1].removeprefix("bench.")
-    policy = ROOT / "streams" / "policy.toml"
     scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, policy, free_port())
     try:
         report.progress(f"{name}: loading {events:,} touchpoints into {scratch.settings.input_topic}")
         kafka_run.fill(scratch, islice(world.events(), events), events)
         tp = kafka_run.throughput(argv, scratch, workdir / f"{name}-throughput.log", timeout=max(600.0, events / 100))
         report.progress(f"{name} throughput: {tp}")
+        yield scratch, tp
+    finally:
+        scratch.delete()
+
+
+def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: int, options: Options,
+               workdir: Path, eager: Path) -> dict[str, Any]:
+    """Throughput over `events` preloaded touchpoints, then latency at LATENCY_RATE_SHARE of that rate: under the
+    shipped policy on the states the throughput phase left (the headline), and under the eager policy on fresh
+    ones (the stress figure)."""
+    name = argv[-1].removeprefix("bench.")
+    with _loaded(settings, argv, world, events, workdir, ROOT / "streams" / "policy.toml") as (scratch, tp):
         rate = max(1.0, tp["events_per_second"] * LATENCY_RATE_SHARE)
         # The world goes on where the throughput phase stopped, so its customers have the states a live worker's
         # would have (the policy's minimum of touchpoints, cool-downs and contact limits apply as in production).
         lat = kafka_run.latency(argv, scratch, workdir / f"{name}-latency.log", _endless(world, events), rate=rate,
                                 seconds=options.latency_seconds)
-    finally:
-        scratch.delete()
     report.progress(f"{name} latency: {lat}")
     scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, eager, free_port())
     try:
@@ -135,6 +146,12 @@ def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: 
         scratch.delete()
     report.progress(f"{name} latency, eager policy: {eager_lat}")
     return {"throughput": tp, "latency": lat, "latency_eager": eager_lat}
+
+
+def _floor(settings: Settings, world: World, events: int, workdir: Path) -> dict[str, Any]:
+    """Throughput of the worker's Kafka and Faust side alone (bench/floor.py) over the engine's touchpoints."""
+    with _loaded(settings, kafka_run.FLOOR, world, events, workdir, ROOT / "streams" / "policy.toml") as (_, tp):
+        return {"throughput": tp}
 
 
 def run(settings: Settings, options: Options) -> dict[str, Any]:
@@ -165,14 +182,18 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
         report.progress(f"ceiling: {entry['ceiling']}")
         entry["engine"] = _on_broker(settings, kafka_run.ENGINE, world, options.events, options, workdir, eager)
         entry["naive"] = _on_broker(settings, kafka_run.NAIVE, world, options.naive_events, options, workdir, eager)
+        entry["floor"] = _floor(settings, world, options.events, workdir)
         entry["states"] = states.measure(options.states, settings.partitions, settings.model_path, workdir,
                                          options.state_engine_events)
+    rate = entry["engine"]["throughput"]["events_per_second"]
+    # The most one worker process can do: every stage a touchpoint passes, each timed alone, added up.
+    bound_us = entry["ceiling"]["ceiling_us"] + 1e6 / max(1, entry["floor"]["throughput"]["events_per_second"])
+    entry["worker_bound_per_second"] = round(1e6 / bound_us)
     entry["ratios"] = {
-        "throughput": round(entry["engine"]["throughput"]["events_per_second"]
-                            / max(1, entry["naive"]["throughput"]["events_per_second"]), 2),
+        "throughput": round(rate / max(1, entry["naive"]["throughput"]["events_per_second"]), 2),
         "p99_latency": _ratio(entry["naive"]["latency"]["p99"], entry["engine"]["latency"]["p99"]),
-        "engine_share_of_ceiling": round(entry["engine"]["throughput"]["events_per_second"]
-                                         / entry["ceiling"]["ceiling_per_second"], 3),
+        "engine_share_of_ceiling": round(rate / entry["ceiling"]["ceiling_per_second"], 3),
+        "engine_share_of_worker_bound": round(rate / entry["worker_bound_per_second"], 3),
     }
     report.write(options.docs, entry)
     return entry
@@ -190,7 +211,10 @@ def summary(entry: dict[str, Any]) -> str:
                for key, label in (("latency", ""), ("latency_eager", ", eager policy (stress)"))),
              f"peak RSS MiB: engine {eng['throughput']['peak_rss_mib']}, naive {nai['throughput']['peak_rss_mib']}",
              f"ceiling: {entry['ceiling']['ceiling_per_second']:,} events/s; "
-             f"engine at {r['engine_share_of_ceiling']:.0%} of it"]
+             f"engine at {r['engine_share_of_ceiling']:.0%} of it",
+             f"Kafka and Faust alone: {entry['floor']['throughput']['events_per_second']:,} events/s; one worker "
+             f"process at most {entry['worker_bound_per_second']:,} events/s, engine at "
+             f"{r['engine_share_of_worker_bound']:.0%} of it"]
     lines += [f"states {s['states']:,}: {s['disk_mib']:,.0f} MiB on disk, engine RSS {s['engine_rss_mib']:,.0f} MiB"
               for s in entry["states"]]
     return "\n".join(lines)

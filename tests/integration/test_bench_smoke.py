@@ -37,6 +37,8 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
         assert entry[design]["latency_eager"]["actions"] > 0
         assert 0 < entry[design]["latency_eager"]["p50"] <= entry[design]["latency_eager"]["p99"]
     assert entry["ceiling"]["ceiling_per_second"] > 0 and entry["ceiling"]["engine_rocksdb_per_second"] > 0
+    assert entry["floor"]["throughput"]["events"] == entry["engine"]["throughput"]["events"]
+    assert 0 < entry["worker_bound_per_second"] < entry["ceiling"]["ceiling_per_second"]
     assert [s["states"] for s in entry["states"]] == [10_000] and entry["states"][0]["disk_mib"] > 0
 
     text = (tmp_path / "benchmarks.md").read_text()
