@@ -177,14 +177,15 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
         eager.write_text(EAGER_POLICY)
         report.progress("ceiling: each stage alone")
         entry["ceiling"] = ceiling.measure(model, policy, list(islice(world.events(), options.ceiling_events)),
-                                           settings.partitions, min(options.customers, 200_000))
+                                           settings.partitions, settings.rocksdb_cache_mb,
+                                           min(options.customers, 200_000))
         entry["ceiling"]["load"] = report.load_average()
         report.progress(f"ceiling: {entry['ceiling']}")
         entry["engine"] = _on_broker(settings, kafka_run.ENGINE, world, options.events, options, workdir, eager)
         entry["naive"] = _on_broker(settings, kafka_run.NAIVE, world, options.naive_events, options, workdir, eager)
         entry["floor"] = _floor(settings, world, options.events, workdir)
-        entry["states"] = states.measure(options.states, settings.partitions, settings.model_path, workdir,
-                                         options.state_engine_events)
+        entry["states"] = states.measure(options.states, settings.partitions, settings.rocksdb_cache_mb,
+                                         settings.model_path, workdir, options.state_engine_events)
     rate = entry["engine"]["throughput"]["events_per_second"]
     # The most one worker process can do: every stage a touchpoint passes, each timed alone, added up.
     bound_us = entry["ceiling"]["ceiling_us"] + 1e6 / max(1, entry["floor"]["throughput"]["events_per_second"])

@@ -5,8 +5,8 @@ opened with the worker's options; a second, fresh child loads the model, opens t
 `Engine.process` over touchpoints of random customers, reading and writing states. Children, so that each RSS
 figure (VmHWM) belongs to one job and not to the benchmark's own heap.
 
-    python -m bench.states write DIR STATES PARTITIONS
-    python -m bench.states engine DIR STATES PARTITIONS MODEL EVENTS
+    python -m bench.states write DIR STATES PARTITIONS CACHE_MB MODEL_VERSION HIDDEN PRODUCTS EVENT_TYPES
+    python -m bench.states engine DIR STATES PARTITIONS CACHE_MB MODEL EVENTS
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from faust.stores.rocksdb import RocksDBOptions
 from tqdm import tqdm
 
+from streams.app import OPTED_OUT, get_by_partition, rocksdb_options, write_by_partition
 from streams.state import StateLayout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +35,6 @@ _WRITE_CHUNK = 50_000
 
 def open_databases(folder: Path, table: str, partitions: int, cache_mb: int) -> list[Any]:
     """One database per partition, as faust's RocksDB store opens them, with the same options class."""
-    from faust.stores.rocksdb import RocksDBOptions
-
-    from streams.app import rocksdb_options
-
     options = RocksDBOptions(**rocksdb_options(cache_mb))
     return [options.open(folder / f"{table}-{p}.db") for p in range(partitions)]
 
@@ -51,45 +49,51 @@ def customer_key(index: int) -> bytes:
 
 
 class RocksStore:
-    """streams.worker.StateStore over per-partition RocksDB databases (states and consent), without Faust."""
+    """streams.worker.StateStore over per-partition RocksDB databases (states and consent), without Faust, read and
+    written as the worker's store (streams.app.TableStore) does: one multi-get per partition, and `put` staging a
+    state that `flush` writes with one write batch per partition."""
 
-    def __init__(self, folder: Path, partitions: int, cache_mb: int = 64) -> None:
+    def __init__(self, folder: Path, partitions: int, cache_mb: int) -> None:
         self.partitions = partitions
         self.states = open_databases(folder, "customer-state", partitions, cache_mb)
         self.consent = open_databases(folder, "consent", partitions, cache_mb)
-
-    def _db(self, dbs: list[Any], key: bytes) -> Any:
-        return dbs[partition_of(key, self.partitions)]
+        self._staged: dict[int, list[tuple[bytes, bytes]]] = {}
 
     def get_many(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]:
-        return [self._db(self.states, k.encode()).get(k.encode()) for k in keys]
+        return self._get_many(self.states, keys)
+
+    def _get_many(self, dbs: list[Any], keys: Sequence[str]) -> list[bytes | None]:
+        raw = [k.encode() for k in keys]
+        return get_by_partition(dbs.__getitem__, [partition_of(k, self.partitions) for k in raw], raw)
 
     def put(self, key: str, value: bytes, context: Any) -> None:
         raw = key.encode()
-        self._db(self.states, raw)[raw] = value
+        self._staged.setdefault(partition_of(raw, self.partitions), []).append((raw, value))
+
+    def flush(self) -> None:
+        staged, self._staged = self._staged, {}
+        write_by_partition(self.states.__getitem__, staged)
 
     def erase(self, key: str, context: Any) -> None:
         raw = key.encode()
-        self._db(self.states, raw).delete(raw)
+        self.states[partition_of(raw, self.partitions)].delete(raw)
 
     def opted_out(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bool]:
-        return [self._db(self.consent, k.encode()).get(k.encode()) == b"\x01" for k in keys]
+        return [value == OPTED_OUT for value in self._get_many(self.consent, keys)]
 
     def opt_out(self, key: str, context: Any) -> None:
         raw = key.encode()
-        self._db(self.consent, raw)[raw] = b"\x01"
+        self.consent[partition_of(raw, self.partitions)][raw] = OPTED_OUT
 
     def close(self) -> None:
         for db in self.states + self.consent:
             db.close()
 
 
-def fill(folder: Path, states: int, partitions: int, model_version: str, layout: StateLayout,
+def fill(folder: Path, states: int, partitions: int, cache_mb: int, model_version: str, layout: StateLayout,
          bar: bool = True) -> None:
     """Write `states` customer states (random hidden vectors: as incompressible as trained ones) in batches."""
-    from rocksdict import WriteBatch
-
-    store = RocksStore(folder, partitions)
+    store = RocksStore(folder, partitions, cache_mb)
     rng = np.random.default_rng(0)
     progress = tqdm(total=states, unit=" states", file=sys.stderr, disable=not bar, desc="write states")
     for lo in range(0, states, _WRITE_CHUNK):
@@ -98,12 +102,9 @@ def fill(folder: Path, states: int, partitions: int, model_version: str, layout:
                              np.zeros(layout.products, np.float32))
         chunk["hidden"] = rng.standard_normal((n, layout.hidden_size), dtype=np.float32)
         chunk["last_offset"] = np.arange(lo, lo + n)
-        batches = [WriteBatch(raw_mode=True) for _ in range(partitions)]
         for i, value in enumerate(layout.dump(chunk)):
-            key = customer_key(lo + i)
-            batches[partition_of(key, partitions)].put(key, value)
-        for db, batch in zip(store.states, batches):
-            db.write(batch)
+            store.put(customer_key(lo + i).decode(), value, None)
+        store.flush()
         progress.update(n)
     progress.close()
     for db in store.states:
@@ -111,7 +112,8 @@ def fill(folder: Path, states: int, partitions: int, model_version: str, layout:
     store.close()
 
 
-def _engine_job(folder: Path, states: int, partitions: int, model_path: str, events: int) -> dict[str, Any]:
+def _engine_job(folder: Path, states: int, partitions: int, cache_mb: int, model_path: str,
+                events: int) -> dict[str, Any]:
     """Touchpoints of random existing customers through Engine.process over the databases, in batches of 2000."""
     from model.artifact import load
     from streams.contract import Touchpoint
@@ -120,7 +122,7 @@ def _engine_job(folder: Path, states: int, partitions: int, model_path: str, eve
 
     model = load(model_path)
     engine = Engine(model, load_policy(ROOT / "streams" / "policy.toml", model.products), "consent")
-    store = RocksStore(folder, partitions)
+    store = RocksStore(folder, partitions, cache_mb)
     rng = np.random.default_rng(1)
     started, t0 = time.perf_counter(), 1_760_000_000_000
     for lo in range(0, events, 2000):
@@ -128,6 +130,7 @@ def _engine_job(folder: Path, states: int, partitions: int, model_path: str, eve
                          Touchpoint(customer_key(c).decode(), t0 + lo + i, "web", "product_view").to_wire())
                  for i, c in enumerate(rng.integers(0, states, min(2000, events - lo)).tolist())]
         engine.save(engine.process(batch, store, now_ms=0), store)
+        store.flush()
     seconds = time.perf_counter() - started
     store.close()
     return {"events": events, "seconds": seconds}
@@ -151,7 +154,7 @@ def disk_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def measure(sizes: Sequence[int], partitions: int, model_path: Path, workdir: Path,
+def measure(sizes: Sequence[int], partitions: int, cache_mb: int, model_path: Path, workdir: Path,
             engine_events: int) -> list[dict[str, Any]]:
     """One row per size: disk, the writer's peak RSS and the RSS of the engine working over those states."""
     from model.artifact import load
@@ -164,10 +167,11 @@ def measure(sizes: Sequence[int], partitions: int, model_path: Path, workdir: Pa
         folder.mkdir(parents=True)
         started = time.perf_counter()
         layout = StateLayout.of(model)
-        written = _child("write", str(folder), str(size), str(partitions), model.version, str(layout.hidden_size),
-                         str(layout.products), str(layout.event_types))
+        written = _child("write", str(folder), str(size), str(partitions), str(cache_mb), model.version,
+                         str(layout.hidden_size), str(layout.products), str(layout.event_types))
         on_disk = disk_bytes(folder)
-        engine = _child("engine", str(folder), str(size), str(partitions), str(model_path), str(engine_events))
+        engine = _child("engine", str(folder), str(size), str(partitions), str(cache_mb), str(model_path),
+                        str(engine_events))
         rows.append({"states": size, "disk_mib": on_disk / 2**20, "disk_bytes_per_state": on_disk / size,
                      "write_seconds": round(written["seconds"], 1), "write_peak_rss_mib": written["peak_rss_mib"],
                      "engine_rss_mib": engine["peak_rss_mib"],
@@ -179,13 +183,13 @@ def measure(sizes: Sequence[int], partitions: int, model_path: Path, workdir: Pa
 
 
 def main(argv: Sequence[str]) -> None:
-    job, folder, states, partitions = argv[0], Path(argv[1]), int(argv[2]), int(argv[3])
+    job, folder, states, partitions, cache_mb = argv[0], Path(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
     started = time.perf_counter()
     if job == "write":
-        fill(folder, states, partitions, argv[4], StateLayout(int(argv[5]), int(argv[6]), int(argv[7])))
+        fill(folder, states, partitions, cache_mb, argv[5], StateLayout(int(argv[6]), int(argv[7]), int(argv[8])))
         result: dict[str, Any] = {"seconds": time.perf_counter() - started}
     else:
-        result = _engine_job(folder, states, partitions, argv[4], int(argv[5]))
+        result = _engine_job(folder, states, partitions, cache_mb, argv[5], int(argv[6]))
     print(json.dumps(result | {"peak_rss_mib": peak_rss_mib(os.getpid())}))
 
 

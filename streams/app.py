@@ -23,7 +23,7 @@ import logging
 import shutil
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -61,18 +61,34 @@ def _partition_of(message: Message) -> int:
     return message.partition
 
 
-def _get_by_partition(table: faust.Table, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]:
-    """Values of `keys` (None: absent) from the RocksDB database of each key's message partition, one multi-get
-    per partition: faust's `table.get` costs a lookup for `in` and another for the value, plus sensors, per key."""
+def get_by_partition(db_for: Callable[[int], Any], partitions: Sequence[int],
+                     keys: Sequence[bytes]) -> list[bytes | None]:
+    """Values of `keys` (None: absent), key i read from the database of `partitions[i]`, one multi-get per
+    partition: faust's `table.get` costs a lookup for `in` and another for the value, plus sensors, per key."""
     positions: dict[int, list[int]] = {}
-    for i, message in enumerate(contexts):
-        positions.setdefault(_partition_of(message), []).append(i)
+    for i, partition in enumerate(partitions):
+        positions.setdefault(partition, []).append(i)
     values: list[bytes | None] = [None] * len(keys)
     for partition, where in positions.items():
-        db = table.data._db_for_partition(partition)  # faust's store keeps one database per partition
-        for i, value in zip(where, db.get([keys[i].encode() for i in where])):
+        for i, value in zip(where, db_for(partition).get([keys[i] for i in where])):
             values[i] = value
     return values
+
+
+def write_by_partition(db_for: Callable[[int], Any], records: Mapping[int, Sequence[tuple[bytes, bytes]]]) -> None:
+    """(key, value) records into the database of their partition, one write batch per partition."""
+    for partition, pairs in records.items():
+        writes = WriteBatch(raw_mode=True)
+        for key, value in pairs:
+            writes.put(key, value)
+        db_for(partition).write(writes)
+
+
+def _get_by_partition(table: faust.Table, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]:
+    """Values of `keys` from the RocksDB database of each key's message partition (faust's store keeps one
+    database per partition)."""
+    return get_by_partition(table.data._db_for_partition, [_partition_of(m) for m in contexts],
+                            [k.encode() for k in keys])
 
 
 class TableStore:
@@ -107,11 +123,7 @@ class TableStore:
         than let the worker go on from states its changelog lacks.
         """
         staged, self._staged = self._staged, {}
-        for partition, records in staged.items():
-            writes = WriteBatch(raw_mode=True)
-            for key, value in records:
-                writes.put(key, value)
-            self.states.data._db_for_partition(partition).write(writes)
+        write_by_partition(self.states.data._db_for_partition, staged)
         previous, self._in_flight = self._in_flight, []
         for delivery in previous:
             await delivery.future
