@@ -10,7 +10,6 @@ bounds what one worker process of this design can reach on the machine.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import faust
 
 from streams import topics
-from streams.app import create_app
+from streams.app import create_app, settle_garbage_collector
 from streams.settings import load as load_settings
 from streams.worker import Inbound, Outcome, StateStore
 
@@ -42,7 +41,7 @@ def main() -> None:
     settings = load_settings()
     topics.ensure(settings)
     app = create_app(settings, IdleEngine())  # type: ignore[arg-type]  # streams.app needs only this interface
-    gc.freeze()  # as streams.app.serve does
+    settle_garbage_collector()
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 

@@ -1,13 +1,15 @@
 """Worker start-up: local state is trusted only after a clean stop; the changelogs exist before faust needs them."""
 
 import asyncio
+import gc
 from types import SimpleNamespace
 
 import faust
 from faust.types import TP
 
 from streams import topics
-from streams.app import CLEAN_STOP, create_app, discard_state_after_crash
+from streams.app import (CLEAN_STOP, GC_YOUNG_THRESHOLD, create_app, discard_state_after_crash,
+                         settle_garbage_collector)
 from streams.consumer import FETCH_MIN_BYTES, readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
@@ -60,3 +62,14 @@ def test_the_broker_holds_a_fetch_for_a_batch_of_bytes_up_to_a_quarter_of_the_ba
             thread.thread_loop.close()  # the thread's own loop, which only its start would run and close
 
     assert asyncio.run(fetch_bounds()) == (20, FETCH_MIN_BYTES)  # faust's own: 1,500 ms for 1 byte
+
+
+def test_the_worker_freezes_its_start_up_heap_and_collects_young_objects_rarely():
+    before = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD > before[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
