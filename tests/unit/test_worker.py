@@ -111,3 +111,18 @@ def test_bad_messages_become_dead_letters_and_the_rest_goes_on(model, policy):
     assert all(reason for _, reason in out.dead_letters)
     assert "key" in out.dead_letters[2][1]
     assert out.counts["applied"] == len(good)
+
+
+def test_consent_is_looked_up_only_for_customers_without_a_stored_state(model, policy):
+    events = history(customers=6)
+    messages = inbound(events)
+    seen = {"c0000", "c0001", "c0002"}
+    engine, store = Engine(model, policy, consent_topic="consent"), MemoryStore()
+    out = engine.process([m for m, e in zip(messages, events) if e.customer_id in seen], store, now_ms=0)
+    engine.save(out, store)
+    asked: list[str] = []
+    opted_out = store.opted_out
+    store.opted_out = lambda keys, contexts: asked.extend(keys) or opted_out(keys, contexts)
+    engine.process(messages, store, now_ms=0)
+    assert set(store.values) == seen
+    assert sorted(asked) == ["c0003", "c0004", "c0005"]
