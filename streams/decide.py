@@ -50,9 +50,10 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    row: int  # index into the round's states
+    row: int  # index into the batch's states
     action: int  # index into Policy.actions
     probability: float
+    position: int  # index into the round's rows (and so into its touchpoints)
 
 
 def load_policy(path: str | Path, products: Sequence[str]) -> Policy:
@@ -156,7 +157,7 @@ def decide(policy: Policy, states: np.ndarray, rows: np.ndarray, times: np.ndarr
                 best, best_value = int(a), expected
         if best >= 0:
             _record_contact(policy, states, row, best, t)
-            decisions.append(Decision(row=row, action=best, probability=float(probs[i, best])))
+            decisions.append(Decision(row=row, action=best, probability=float(probs[i, best]), position=int(i)))
     return decisions
 
 
@@ -177,8 +178,13 @@ def _allowed(policy: Policy, states: np.ndarray, row: int, action: int, t: int) 
 
 
 def _record_contact(policy: Policy, states: np.ndarray, row: int, action: int, t: int) -> None:
-    empty = np.flatnonzero(states["contact_act"][row] < 0)
-    slot = int(empty[0]) if len(empty) else int(np.argmin(states["contact_time"][row]))  # else the oldest
+    # Python lists of the ring's few slots: numpy's per-call costs exceeded the work (one call per action).
+    acts = states["contact_act"][row].tolist()
+    if -1 in acts:
+        slot = acts.index(-1)
+    else:  # the oldest
+        times = states["contact_time"][row].tolist()
+        slot = times.index(min(times))
     states["contact_time"][row, slot] = t
     states["contact_act"][row, slot] = action
     states["cooldown"][row, action] = t + policy.actions[action].cooldown_ms

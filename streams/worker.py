@@ -126,8 +126,7 @@ class Engine:
             apply_feedback(self.policy, states, rows, [e.event_type for e in events], [e.item for e in events],
                            times, self.purchase_types)
             for decision in decide(self.policy, states, rows, times):
-                i = int(np.flatnonzero(rows == decision.row)[0])
-                msg, event = msgs[i], events[i]
+                msg, event = msgs[decision.position], events[decision.position]
                 trigger = Trigger(msg.topic, msg.partition, msg.offset, event.event_id, event.event_time_ms)
                 out.actions.append((event.customer_id, action_event(
                     self.policy, decision, event.customer_id, states[decision.row], trigger,

@@ -71,6 +71,15 @@ def test_redelivered_messages_change_nothing_and_emit_nothing(model, policy):
     assert store.values == before
 
 
+def test_every_action_is_triggered_by_a_touchpoint_of_its_customer(model, policy):
+    messages = inbound(history())
+    _, _, actions = run(model, policy, messages, batch_size=100)
+    customer_at = {(m.partition, m.offset): m.key.decode() for m in messages}
+    assert len({a["customer_id"] for a in actions}) > 1
+    for action in actions:
+        assert customer_at[action["trigger"]["partition"], action["trigger"]["offset"]] == action["customer_id"]
+
+
 def test_actions_carry_every_field(model, policy):
     _, _, actions = run(model, policy, inbound(history()), batch_size=100)
     action = actions[0]
