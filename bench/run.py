@@ -31,6 +31,7 @@ from bench import ceiling, kafka_run, report, states
 from model.artifact import load
 from sim.world import World, WorldConfig
 from streams import kafka
+from streams.app import settle_garbage_collector
 from streams.contract import Touchpoint
 from streams.decide import load_policy
 from streams.errors import LamError
@@ -163,6 +164,7 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
     kafka.require_broker(settings.bootstrap)
     model = load(settings.model_path)
     policy = load_policy(ROOT / "streams" / "policy.toml", model.products)
+    settle_garbage_collector()  # the ceiling's stages run under the worker's collector settings
     world = _world(options.customers, options.events)
     entry: dict[str, Any] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": options.command,

@@ -26,7 +26,8 @@ import numpy as np
 from faust.stores.rocksdb import RocksDBOptions
 from tqdm import tqdm
 
-from streams.app import OPTED_OUT, get_by_partition, rocksdb_options, write_by_partition
+from streams.app import (OPTED_OUT, get_by_partition, rocksdb_options, settle_garbage_collector,
+                         write_by_partition)
 from streams.state import StateLayout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +124,7 @@ def _engine_job(folder: Path, states: int, partitions: int, cache_mb: int, model
     model = load(model_path)
     engine = Engine(model, load_policy(ROOT / "streams" / "policy.toml", model.products), "consent")
     store = RocksStore(folder, partitions, cache_mb)
+    settle_garbage_collector()  # as the worker runs
     rng = np.random.default_rng(1)
     started, t0 = time.perf_counter(), 1_760_000_000_000
     for lo in range(0, events, 2000):
