@@ -12,6 +12,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from streams.app import WRITE_BUFFER_MB
 from streams.reports import BENCHMARKS_TITLE, merge_json, write_section
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -123,7 +124,8 @@ def markdown(e: dict[str, Any]) -> str:
         f"of touchpoints of random customers ({e['states_engine_events']:,} touchpoints, reads and writes); its "
         "VmHWM is the RSS column, so it includes Python, torch and the model (not Faust or Kafka clients). "
         "RocksDB's share is bounded by the block caches (one per partition, `--rocksdb-cache-mb` each) and "
-        "memtables (2 x 16 MiB per partition), not by the number of states; on disk, blocks are compressed.",
+        f"memtables (2 x {WRITE_BUFFER_MB} MiB per partition), not by the number of states; on disk, blocks are "
+        "compressed.",
         "",
         "### The ceiling: the same work without Kafka or Faust",
         "",
