@@ -155,9 +155,9 @@ class TableStore:
 
 
 # Every partition's states arrive at about the same rate, so their write buffers fill and flush together: at 16 MiB,
-# 12 flushes of 16 MiB at once every 12-14 s at 12,000-15,000 touchpoints/s (RocksDB logs), the worst seconds of latency. At
-# 4 MiB the bursts are a quarter of that: p99 at 14,926/s was 113 and 132 ms against 152 and 364 ms at 16 MiB
-# (two interleaved pairs of probe runs), peak RSS ~70 MiB lower.
+# 12 flushes of 16 MiB at once every 12-14 s at 12,000-15,000 touchpoints/s (RocksDB's logs), the worst seconds of
+# latency. At 4 MiB the bursts are a quarter of that: p99 at 14,926/s was 113 and 132 ms against 152 and 364 ms at
+# 16 MiB (two interleaved pairs of probe runs), peak RSS ~70 MiB lower.
 WRITE_BUFFER_MB = 4
 
 
