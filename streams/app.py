@@ -155,10 +155,11 @@ class TableStore:
 
 
 # Every partition's states arrive at about the same rate, so their write buffers fill and flush together: at 16 MiB,
-# 12 flushes of 16 MiB at once every 12-14 s at 12,000-15,000 touchpoints/s (RocksDB's logs), the worst seconds of
-# latency. At 4 MiB the bursts are a quarter of that: p99 at 14,926/s was 113 and 132 ms against 152 and 364 ms at
-# 16 MiB (two interleaved pairs of probe runs), peak RSS ~70 MiB lower.
-WRITE_BUFFER_MB = 4
+# 12 flushes at once every 12-14 s at 12,000-15,000 touchpoints/s (RocksDB's logs), the worst seconds of latency in
+# probe runs. 4 MiB was tried: in two interleaved probe pairs at 14,926/s its p99 was 113 and 132 ms against 152 and
+# 364, but the full benchmark gave 8% less throughput (27,424 against 29,851/s) and the same p99 (126 ms, at its
+# lower half-maximum rate), so it stays at 16.
+WRITE_BUFFER_MB = 16
 
 
 def rocksdb_options(cache_mb: int, write_buffer_mb: int = WRITE_BUFFER_MB) -> dict[str, int]:
