@@ -2,8 +2,8 @@
 
 - The seek to committed offsets after a rebalance does not race with the fetcher (`_Consumer`, issue 9).
 - Standby changelog seeks to unknown offsets start from the beginning instead of crashing (`readable_offsets`).
-- The broker holds a fetch for about a batch of touchpoints up to a quarter of the batch timeout, not for a byte up
-  to 1.5 s (`_ConsumerThread`).
+- The broker holds a fetch for 256 KiB up to a quarter of the batch timeout, not for a byte up to 1.5 s
+  (`_ConsumerThread`).
 - Input messages go to the engine's inbox (streams/inbox.py), not through faust's conductor and streams; the
   others (changelogs) go to the conductor, between rebalances without a race per message (`_drain_messages`,
   issue 8).
