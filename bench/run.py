@@ -7,8 +7,8 @@
 Phases: the ceiling (each hot-path stage alone), engine and naive throughput on the real broker, engine and naive
 latency at half their maximum rates (under the shipped policy, the headline, and under a policy acting on every
 touchpoint, the stress figure), the worker's Kafka and Faust side alone (bench/floor.py), state memory and disk at
-each size. Writes docs/benchmarks.md (its section
-between the `bench:engine` markers) and the "engine" key of docs/benchmarks.json. A benchmark: it asserts nothing.
+each size. Writes docs/benchmarks.md (its section between the `bench:engine` markers) and the "engine" key of
+docs/benchmarks.json. A benchmark: it asserts nothing.
 """
 
 from __future__ import annotations
