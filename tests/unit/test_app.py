@@ -47,7 +47,7 @@ def test_seeks_to_unknown_or_negative_offsets_start_the_partition_from_its_begin
     assert readable_offsets(dict(zip(tps, [None, -2, -1, 0, 41]))) == dict(zip(tps, [0, 0, 0, 0, 41]))
 
 
-def test_the_broker_holds_a_fetch_for_a_batch_of_bytes_up_to_a_quarter_of_the_batch_timeout():
+def test_the_broker_holds_a_fetch_for_256_kib_up_to_a_quarter_of_the_batch_timeout():
     settings = load({"batch_timeout": "0.08"}, {})
     engine = SimpleNamespace(model=SimpleNamespace(version="test"))
 
