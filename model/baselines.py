@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.calibrate import logistic_fit, sigmoid
+from model.calibrate import fit_standardised, sigmoid
 from model.data import EventTable, ScoringPoints
 from model.encode import DAY_MS, HOUR_MS
 
@@ -96,12 +96,5 @@ def design(agg: Aggregates) -> np.ndarray:
 
 def fit_logistic(agg: Aggregates, label: np.ndarray) -> Callable[[Aggregates], np.ndarray]:
     """Fit on training aggregates and 0/1 labels (n,); returns a scorer giving probabilities."""
-    x = design(agg)
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
-
-    def standardised(a: Aggregates) -> np.ndarray:
-        z = (design(a) - mean) / std
-        return np.column_stack([z, np.ones(len(z))])
-
-    w = logistic_fit(standardised(agg), label.astype(np.float64), ridge=_RIDGE)
-    return lambda a: sigmoid(standardised(a) @ w)
+    w, bias = fit_standardised(design(agg), label, ridge=_RIDGE)
+    return lambda a: sigmoid(design(a) @ w + bias)

@@ -55,6 +55,16 @@ def logistic_fit(x: np.ndarray, y: np.ndarray, ridge: float = _RIDGE, iterations
     return w
 
 
+def fit_standardised(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, float]:
+    """Logistic regression of 0/1 labels y (n,) on the columns of x (n, F), its ridge on standardised columns
+    (so one penalty suits features of any scale); returned as weights (F,) and an intercept on x as it is."""
+    x = np.asarray(x, dtype=np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std[std == 0] = 1.0  # a constant column: its weight stays at zero
+    w = logistic_fit(np.column_stack([(x - mean) / std, np.ones(len(x))]), y.astype(np.float64), ridge=ridge)
+    return w[:-1] / std, float(w[-1] - (w[:-1] * mean / std).sum())
+
+
 def fit(logits: np.ndarray, labels: np.ndarray) -> Calibration:
     """Per-head Platt scaling from held-out logits (n, P) and 0/1 labels (n, P); a head with one class only
     keeps its logits as they are."""

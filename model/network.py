@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -82,6 +83,20 @@ class Network(nn.Module):
     def conversion_logits(self, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """h (..., H), context (..., context_size) from `encode.context` -> logits (..., P)."""
         return self.conversion(torch.cat([h, context], dim=-1)) + self.wide(context)
+
+    def head_features(self, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """What the heads' output weights read: the MLP's hidden units and the context, (..., head_hidden +
+        context_size); each head's logit is an affine function of these (see `set_head_output`)."""
+        return torch.cat([self.conversion[:2](torch.cat([h, context], dim=-1)), context], dim=-1)
+
+    def set_head_output(self, head: int, weights: np.ndarray, bias: float) -> None:
+        """Make head `head`'s logit `weights @ head_features + bias`, leaving every other weight as it is."""
+        hidden = self.config.head_hidden
+        with torch.no_grad():
+            self.conversion[2].weight[head] = torch.from_numpy(np.asarray(weights[:hidden], dtype=np.float32))
+            self.conversion[2].bias[head] = float(bias)
+            self.wide.weight[head] = torch.from_numpy(np.asarray(weights[hidden:], dtype=np.float32))
+            self.wide.bias[head] = 0.0
 
     def next_event_logits(self, h: torch.Tensor) -> torch.Tensor:
         """h (..., H) -> logits over the next touchpoint's event type (..., n_event_types)."""

@@ -7,6 +7,8 @@ backpropagation, here in scoring it bounds memory to one window of states at a t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -69,20 +71,26 @@ def states_at(net: Network, table: EventTable, rows: np.ndarray, batch_size: int
     return out, out_counts
 
 
-def logits_at(net: Network, table: EventTable, rows: np.ndarray, times_ms: np.ndarray,
-              progress: str | None = None, chunk: int = 1 << 16) -> np.ndarray:
-    """(n, P) raw conversion logits of the customers owning `rows` (n,), scored at `times_ms` (n,).
-    States are kept once per distinct row and the heads run in chunks, so memory stays near the output's
+def heads_at(net: Network, table: EventTable, rows: np.ndarray, times_ms: np.ndarray,
+             head: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], width: int,
+             progress: str | None = None, chunk: int = 1 << 16) -> np.ndarray:
+    """(n, width) float32: `head(state, context)` of the customers owning `rows` (n,), scored at `times_ms` (n,).
+    States are kept once per distinct row and the head runs in chunks, so memory stays near the output's
     size when millions of (customer, day) points share few touchpoints."""
     uniq, inverse = np.unique(rows, return_inverse=True)
     states, counts = states_at(net, table, uniq, progress=progress)  # (U, H), (U, E)
     first_time = table.time_ms[table.offsets[np.searchsorted(table.offsets, rows, side="right") - 1]]  # (n,)
-    out = np.empty((len(rows), net.config.n_heads), dtype=np.float32)
+    out = np.empty((len(rows), width), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(rows), chunk):
             part = slice(start, start + chunk)
             context = encode.context(times_ms[part] - table.time_ms[rows[part]], times_ms[part] - first_time[part],
                                      counts[inverse[part]])
-            out[part] = net.conversion_logits(torch.from_numpy(states[inverse[part]]),
-                                              torch.from_numpy(context)).numpy()
+            out[part] = head(torch.from_numpy(states[inverse[part]]), torch.from_numpy(context)).numpy()
     return out
+
+
+def logits_at(net: Network, table: EventTable, rows: np.ndarray, times_ms: np.ndarray,
+              progress: str | None = None) -> np.ndarray:
+    """(n, P) raw conversion logits of the customers owning `rows` (n,), scored at `times_ms` (n,)."""
+    return heads_at(net, table, rows, times_ms, net.conversion_logits, net.config.n_heads, progress)

@@ -6,8 +6,10 @@ validation figures use scoring times from the split on, as `lam evaluate` does.
 
 Examples: after each touchpoint the state is scored at the touchpoint itself (where the worker scores) and at
 moments s drawn between that touchpoint and the customer's next (where a daily list scores), and the label is
-a purchase in [s, s + horizon). A tenth of the customers (by a hash of their id) are kept out of fitting; calibration is
-fitted on them, at daily scoring times in the last weeks before the split.
+a purchase in [s, s + horizon). After the epochs, each head's output weights are refitted on the daily
+scoring points of the last weeks before the split (`model.refit`), the points a daily call list ranks. A tenth
+of the customers (by a hash of their id) are kept out of both; calibration is fitted on them, at daily scoring
+times in the last weeks before the split.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import artifact, calibrate, data, encode, measures, offline
+from model import artifact, calibrate, data, encode, measures, offline, refit
 from model.data import EventTable
 from model.encode import DAY_MS
 from model.network import ModelConfig, Network
@@ -46,6 +48,7 @@ class TrainConfig:
     hidden_size: int = 64
     calibration_share: float = 0.1
     calibration_days: int = 28
+    refit_days: int = 28  # daily scoring points before the split that the heads' output is refitted on; 0: none
     seed: int = 0
 
 
@@ -147,6 +150,16 @@ def head_metrics(prob: np.ndarray, labels: np.ndarray, heads: tuple[str, ...]) -
     } for p, name in enumerate(heads)}
 
 
+def _daily_points(table: EventTable, split_ms: int, days: int, horizon_ms: int, n_heads: int
+                  ) -> data.ScoringPoints | None:
+    """The customers' scoring points at each midnight of the `days` before the last one whose label ends by
+    the split; None if there are none."""
+    last_label_time = split_ms - horizon_ms
+    times = data.daily_times(last_label_time - days * DAY_MS, last_label_time)
+    points = data.scoring_points(table, times, horizon_ms, n_heads) if len(times) else None
+    return points if points is not None and len(points.customer) else None
+
+
 def score_points(net: Network, table: EventTable, points: data.ScoringPoints, progress: str | None = None
                  ) -> np.ndarray:
     """(n, P) raw logits at scoring points."""
@@ -174,13 +187,18 @@ def train(table: EventTable, vocab: Vocabulary, config: TrainConfig, out: str | 
             loss = _fit_epoch(net, opt, past, fit_customers, split, config, rng, bar)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
 
+    refitted: list[int] = []
+    if config.refit_days and len(fit_customers):
+        fit_table = past.subset(fit_customers)
+        points = _daily_points(fit_table, split, config.refit_days, config.horizon_ms, len(heads))
+        if points is not None:
+            refitted = refit.refit_heads(net, fit_table, points, rng)
+
     calibration = calibrate.Calibration.identity(len(heads))
-    last_label_time = split - config.horizon_ms
-    calib_times = data.daily_times(last_label_time - config.calibration_days * DAY_MS, last_label_time)
-    if hold.any() and len(calib_times):
+    if hold.any():
         calib_table = past.subset(np.flatnonzero(hold))
-        points = data.scoring_points(calib_table, calib_times, config.horizon_ms, len(heads))
-        if len(points.customer):
+        points = _daily_points(calib_table, split, config.calibration_days, config.horizon_ms, len(heads))
+        if points is not None:
             calibration = calibrate.fit(score_points(net, calib_table, points), points.labels)
 
     metrics: dict[str, Any] = {}
@@ -189,7 +207,7 @@ def train(table: EventTable, vocab: Vocabulary, config: TrainConfig, out: str | 
         points = data.scoring_points(table, val_times, config.horizon_ms, len(heads))
         prob = calibration.apply(score_points(net, table, points, progress="validating"))
         metrics = {"validation": head_metrics(prob, points.labels, heads)}
-    training = {**asdict(config), "split_time_ms": split, "n_events": table.n_events,
+    training = {**asdict(config), "split_time_ms": split, "n_events": table.n_events, "refitted_heads": refitted,
                 "n_train_events": past.n_events, "n_customers": table.n_customers}
     seconds = time.perf_counter() - started
     run = {"seconds": round(seconds, 1), "peak_memory_mb": round(peak_memory_mb()), "threads": torch.get_num_threads()}

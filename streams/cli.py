@@ -148,7 +148,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
 
     config = TrainConfig(horizon_ms=round(args.horizon_days * 86_400_000), epochs=args.epochs, seed=args.seed,
                          split_time_ms=parse_time(args.split_time) if args.split_time else None,
-                         hidden_size=args.hidden_size, learning_rate=args.learning_rate)
+                         hidden_size=args.hidden_size, learning_rate=args.learning_rate, refit_days=args.refit_days)
     out = args.out or settings.model_path
     result = train_file(args.events, out, config, args.catalogue, args.mapping, args.threads, args.item_buckets)
     any_head = result.metrics.get("validation", {}).get("any")
@@ -158,14 +158,17 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return n
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum`, else a one-line usage error."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = minimum - 1
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}; got {text!r}")
+        return n
+    return parse
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
@@ -183,9 +186,12 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training period")
     parser.add_argument("--hidden-size", type=int, default=defaults.hidden_size, help="GRU state size")
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="Adam's step size")
+    parser.add_argument("--refit-days", type=_int_at_least(0), default=defaults.refit_days,
+                        help="refit the heads' output on the daily scoring points of this many days before the "
+                             "split; 0 keeps the trained output")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="same data and seed, same model")
     parser.add_argument("--catalogue", default=CATALOGUE, help="vocabulary file (channels, event types, products)")
-    parser.add_argument("--item-buckets", type=_positive, default=None,
+    parser.add_argument("--item-buckets", type=_int_at_least(1), default=None,
                         help="hash buckets for items outside the catalogue; 1 ignores their ids, which helps when "
                              "each bucket would mix hundreds of unrelated items [default: the catalogue's]")
     parser.add_argument("--mapping", default=None, help="CSV column mapping (TOML), as for `lam produce`")

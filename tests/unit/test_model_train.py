@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from model import artifact, calibrate, data, evaluate, train
+from model import artifact, calibrate, data, evaluate, refit, train
+from model.network import ModelConfig, Network
 from model.vocab import load_catalogue
 from sim.world import World, WorldConfig
 from streams.errors import LamError
@@ -57,6 +59,7 @@ def test_training_writes_an_artifact_that_loads_and_scores(trained: tuple[train.
     assert model.version == result.version and len(model.version) == 12
     assert model.products == VOCAB.heads and model.hidden_size == 16
     assert model.training["split_time_ms"] == data.default_split(table)
+    assert len(VOCAB.heads) - 1 in model.training["refitted_heads"]  # "any" has the most positives
     validation = model.metrics["validation"]["any"]
     assert validation["points"] > 1000 and validation["positives"] > 10
     assert 0.5 < validation["auc"] <= 1.0
@@ -80,6 +83,49 @@ def test_calibrated_probabilities_match_the_held_out_rate(trained: tuple[train.T
     tolerance = 3 * np.sqrt(observed.mean() * (1 - observed.mean()) / len(observed))  # three standard errors
     assert abs(held.mean() - observed.mean()) < tolerance
     assert abs(calibrate.sigmoid(logits[~fit, -1]).mean() - observed.mean()) > abs(held.mean() - observed.mean())
+
+
+def test_a_head_output_set_from_weights_is_that_affine_function_of_the_head_features() -> None:
+    torch.manual_seed(0)
+    net = Network(ModelConfig(n_event_types=4, n_channels=3, n_items=5, n_heads=3, hidden_size=8, head_hidden=6))
+    h, context = torch.randn(50, 8), torch.randn(50, net.config.context_size)
+    before = net.conversion_logits(h, context).detach()
+    weights = np.random.default_rng(0).normal(size=6 + net.config.context_size)
+    net.set_head_output(1, weights, bias=-2.5)
+    after = net.conversion_logits(h, context).detach()
+    expected = net.head_features(h, context).detach().double().numpy() @ weights - 2.5
+    np.testing.assert_allclose(after[:, 1].numpy(), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(after[:, [0, 2]], before[:, [0, 2]])
+
+
+def test_refit_fits_its_daily_points_at_least_as_well_and_leaves_sparse_heads_alone(
+        trained: tuple[train.TrainResult, Path], table: data.EventTable) -> None:
+    model = artifact.load(trained[1])
+    split = model.training["split_time_ms"]
+    past = table.before(split)
+    points = data.scoring_points(past, data.daily_times(split - 14 * DAY, split - 7 * DAY), 7 * DAY,
+                                 len(VOCAB.heads))
+    positives = points.labels.sum(axis=0)
+    net = copy.deepcopy(model.net)
+    net.conversion[2].bias.data += 3.0  # an output far off the daily points' level, as a stale one would be
+    before = train.score_points(net, past, points)
+    refitted = refit.refit_heads(net, past, points, np.random.default_rng(0))
+    after = train.score_points(net, past, points)
+    assert refitted == [p for p in range(len(positives)) if positives[p] >= refit.MIN_POSITIVES]
+    assert refitted and len(refitted) < len(positives)  # this world has a sparse head and a dense one
+    for p in range(len(positives)):
+        y = points.labels[:, p]
+        if p in refitted:
+            loss_before, loss_after = _log_loss(before[:, p], y), _log_loss(after[:, p], y)
+            assert loss_after < loss_before
+            assert abs(calibrate.sigmoid(after[:, p]).mean() - y.mean()) < 0.1 * y.mean()
+        else:
+            np.testing.assert_array_equal(after[:, p], before[:, p])
+
+
+def _log_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    prob = np.clip(calibrate.sigmoid(logits), 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(prob) + (1 - y) * np.log(1 - prob)))
 
 
 def test_same_seed_same_version(trained: tuple[train.TrainResult, Path], table: data.EventTable,

@@ -38,11 +38,14 @@ def test_cli_reports_usage_errors_in_one_line_with_exit_2(capsys):
     assert err.startswith("lam: usage error:") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "many"])
-def test_item_buckets_must_be_a_positive_integer(capsys, value):
-    assert main(["train", "--events", "x.jsonl", "--item-buckets", value]) == 2
+@pytest.mark.parametrize(("flag", "minimum", "value"), [
+    ("--item-buckets", 1, "0"), ("--item-buckets", 1, "-3"), ("--item-buckets", 1, "many"),
+    ("--refit-days", 0, "-1"), ("--refit-days", 0, "2.5"),
+])
+def test_train_counts_must_be_integers_at_least_their_minimum(capsys, flag, minimum, value):
+    assert main(["train", "--events", "x.jsonl", flag, value]) == 2
     err = capsys.readouterr().err
-    assert f"--item-buckets: expected a positive integer; got {value!r}" in err and err.count("\n") == 1
+    assert f"{flag}: expected an integer >= {minimum}; got {value!r}" in err and err.count("\n") == 1
 
 
 def test_cli_reports_a_missing_broker_in_one_line_with_exit_1(capsys):
