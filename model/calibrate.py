@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _RIDGE = 1e-6  # keeps the Newton step defined when a head has no positives
+_HESSIAN_ROWS = 1 << 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +41,21 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 
 
-def logistic_fit(x: np.ndarray, y: np.ndarray, ridge: float = _RIDGE, iterations: int = 50) -> np.ndarray:
-    """Weights (F,) of logistic regression by Newton's method: x (n, F) carries its own intercept column."""
+def logistic_fit(x: np.ndarray, y: np.ndarray, ridge: float = _RIDGE, iterations: int = 50,
+                 sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """Weights (F,) of logistic regression by Newton's method: x (n, F) carries its own intercept column;
+    `sample_weight` (n,) weighs each row's loss (default: 1)."""
+    sw = np.ones(len(x)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     w = np.zeros(x.shape[1])
     penalty = ridge * np.eye(x.shape[1])
     for _ in range(iterations):
         p = sigmoid(x @ w)
-        grad = x.T @ (p - y) + penalty @ w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + penalty
+        grad = x.T @ (sw * (p - y)) + penalty @ w
+        curvature = sw * p * (1 - p)
+        hess = penalty.copy()
+        for rows in range(0, len(x), _HESSIAN_ROWS):  # in slices: a weighted copy of all of x would double memory
+            part = x[rows:rows + _HESSIAN_ROWS]
+            hess += (part * curvature[rows:rows + _HESSIAN_ROWS, None]).T @ part
         delta = np.linalg.solve(hess, grad)
         w -= delta
         if np.abs(delta).max() < 1e-9:
@@ -55,13 +63,19 @@ def logistic_fit(x: np.ndarray, y: np.ndarray, ridge: float = _RIDGE, iterations
     return w
 
 
-def fit_standardised(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, float]:
+def fit_standardised(x: np.ndarray, y: np.ndarray, ridge: float, sample_weight: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, float]:
     """Logistic regression of 0/1 labels y (n,) on the columns of x (n, F), its ridge on standardised columns
     (so one penalty suits features of any scale); returned as weights (F,) and an intercept on x as it is."""
-    x = np.asarray(x, dtype=np.float64)
-    mean, std = x.mean(axis=0), x.std(axis=0)
+    # Standardised in place in one float64 array with the intercept column: millions of points are gigabytes.
+    z = np.empty((len(x), x.shape[1] + 1))
+    z[:, :-1] = x
+    z[:, -1] = 1.0
+    mean, std = z[:, :-1].mean(axis=0), z[:, :-1].std(axis=0)
     std[std == 0] = 1.0  # a constant column: its weight stays at zero
-    w = logistic_fit(np.column_stack([(x - mean) / std, np.ones(len(x))]), y.astype(np.float64), ridge=ridge)
+    z[:, :-1] -= mean
+    z[:, :-1] /= std
+    w = logistic_fit(z, y.astype(np.float64), ridge=ridge, sample_weight=sample_weight)
     return w[:-1] / std, float(w[-1] - (w[:-1] * mean / std).sum())
 
 

@@ -11,7 +11,7 @@ and the label for head `p` is a purchase counted by `p` at a time in [s, s + hor
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +214,30 @@ def scoring_points(table: EventTable, times_ms: Iterable[int], horizon_ms: int, 
     if not out["customer"]:
         raise LamError("no scoring times: the evaluation period is shorter than the horizon")
     return ScoringPoints(**{k: np.concatenate(v) for k, v in out.items()})
+
+
+def touchpoint_points(table: EventTable, start_ms: int, end_ms: int, horizon_ms: int, n_heads: int) -> ScoringPoints:
+    """A scoring point right after each touchpoint in [start_ms, end_ms), where the worker scores: from the
+    touchpoints up to and including it, labelled by a purchase counted by the head in a later touchpoint
+    within the horizon."""
+    rows = np.flatnonzero((table.time_ms >= start_ms) & (table.time_ms < end_ms))
+    customer = table.customer_of_row
+    heads = [table.purchase == p for p in range(n_heads - 1)] + [table.purchase >= 0]
+    labels = np.zeros((len(rows), n_heads), dtype=bool)
+    for p, is_purchase in enumerate(heads):
+        purchases = np.flatnonzero(is_purchase)
+        if not len(purchases):
+            continue
+        after = np.searchsorted(purchases, rows, side="right")
+        nxt = purchases[np.minimum(after, len(purchases) - 1)]
+        labels[:, p] = ((after < len(purchases)) & (customer[nxt] == customer[rows])
+                        & (table.time_ms[nxt] - table.time_ms[rows] < horizon_ms))
+    return ScoringPoints(customer=customer[rows].astype(np.int64), time_ms=table.time_ms[rows], last_row=rows,
+                         labels=labels)
+
+
+def concat(parts: Sequence[ScoringPoints]) -> ScoringPoints:
+    return ScoringPoints(*(np.concatenate([getattr(p, f) for p in parts]) for f in ScoringPoints.__slots__))
 
 
 def windows(length: int, window: int) -> Iterator[slice]:

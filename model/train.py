@@ -7,7 +7,7 @@ validation figures use scoring times from the split on, as `lam evaluate` does.
 Examples: after each touchpoint the state is scored at the touchpoint itself (where the worker scores) and at
 moments s drawn between that touchpoint and the customer's next (where a daily list scores), and the label is
 a purchase in [s, s + horizon). After the epochs, each head's output weights are refitted on the daily
-scoring points of the last weeks before the split (`model.refit`), the points a daily call list ranks. A tenth
+scoring points of the last weeks before the split and the touchpoints of those weeks (`model.refit`). A tenth
 of the customers (by a hash of their id) are kept out of both; calibration is fitted on them, at daily scoring
 times in the last weeks before the split.
 """
@@ -190,9 +190,13 @@ def train(table: EventTable, vocab: Vocabulary, config: TrainConfig, out: str | 
     refitted: list[int] = []
     if config.refit_days and len(fit_customers):
         fit_table = past.subset(fit_customers)
-        points = _daily_points(fit_table, split, config.refit_days, config.horizon_ms, len(heads))
-        if points is not None:
-            refitted = refit.refit_heads(net, fit_table, points, rng)
+        daily = _daily_points(fit_table, split, config.refit_days, config.horizon_ms, len(heads))
+        last_label_time = split - config.horizon_ms
+        touch = data.touchpoint_points(fit_table, last_label_time - config.refit_days * DAY_MS, last_label_time,
+                                       config.horizon_ms, len(heads))
+        if daily is not None:
+            weight = np.r_[np.ones(len(daily.customer)), np.full(len(touch.customer), config.at_event_weight)]
+            refitted = refit.refit_heads(net, fit_table, data.concat([daily, touch]), weight, rng)
 
     calibration = calibrate.Calibration.identity(len(heads))
     if hold.any():

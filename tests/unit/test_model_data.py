@@ -60,6 +60,23 @@ def test_scoring_points_see_only_the_past_and_label_the_horizon() -> None:
     }
 
 
+def test_touchpoint_points_score_right_after_each_touchpoint_and_label_later_purchases() -> None:
+    events = [_tp("a", 0.5), _tp("a", 3, "purchase", "fiber_1g"), _tp("a", 4), _tp("a", 12, "purchase", "gift-card"),
+              _tp("b", 5), _tp("b", 20, "purchase", "fiber_1g")]
+    table = data.from_touchpoints(events, VOCAB)
+    points = data.touchpoint_points(table, T0, T0 + 12 * DAY, 7 * DAY, len(VOCAB.heads))
+    assert (table.time_ms[points.last_row] == points.time_ms).all()  # the state right after the touchpoint
+    got = {(table.customer_ids[c], (s - T0) / DAY): tuple(lab)
+           for c, s, lab in zip(points.customer, points.time_ms, points.labels)}
+    fiber, none = tuple(p == "fiber_1g" for p in VOCAB.products), (False,) * len(VOCAB.products)
+    assert got == {
+        ("a", 0.5): (*fiber, True),  # the purchase on day 3 is within 7 days
+        ("a", 3.0): (*none, False),  # its own purchase is the past; the next is 9 days on
+        ("a", 4.0): (*none, False),  # day 12 is 8 days on
+        ("b", 5.0): (*none, False),  # day 20 is 15 days on; day 12 and later are outside the window
+    }
+
+
 def test_training_examples_do_not_change_with_anything_after_the_split() -> None:
     rng = np.random.default_rng(0)
     events = _world(rng)

@@ -109,7 +109,7 @@ def test_refit_fits_its_daily_points_at_least_as_well_and_leaves_sparse_heads_al
     net = copy.deepcopy(model.net)
     net.conversion[2].bias.data += 3.0  # an output far off the daily points' level, as a stale one would be
     before = train.score_points(net, past, points)
-    refitted = refit.refit_heads(net, past, points, np.random.default_rng(0))
+    refitted = refit.refit_heads(net, past, points, np.ones(len(points.customer)), np.random.default_rng(0))
     after = train.score_points(net, past, points)
     assert refitted == [p for p in range(len(positives)) if positives[p] >= refit.MIN_POSITIVES]
     assert refitted and len(refitted) < len(positives)  # this world has a sparse head and a dense one
