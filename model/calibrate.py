@@ -71,10 +71,12 @@ def fit_standardised(x: np.ndarray, y: np.ndarray, ridge: float, sample_weight: 
     z = np.empty((len(x), x.shape[1] + 1))
     z[:, :-1] = x
     z[:, -1] = 1.0
-    mean, std = z[:, :-1].mean(axis=0), z[:, :-1].std(axis=0)
+    features = z[:, :-1]
+    mean = features.mean(axis=0)
+    features -= mean
+    std = np.sqrt(np.einsum("ij,ij->j", features, features) / len(z))  # ndarray.std would copy the array
     std[std == 0] = 1.0  # a constant column: its weight stays at zero
-    z[:, :-1] -= mean
-    z[:, :-1] /= std
+    features /= std
     w = logistic_fit(z, y.astype(np.float64), ridge=ridge, sample_weight=sample_weight)
     return w[:-1] / std, float(w[-1] - (w[:-1] * mean / std).sum())
 
