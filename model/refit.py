@@ -6,8 +6,8 @@ points. Each head's output is an affine function of the MLP's hidden units and t
 (`Network.head_features`), so refitting it is a logistic regression: convex, one Newton solve per head, and the
 artifact keeps its format and its worker cost. Its points are the daily ones of the last weeks before the split
 and, weighted as in training, the moments right after each touchpoint of those weeks, where the worker scores:
-on RetailRocket's June inner split (docs/model.md) daily points alone moved the top 5%'s orders from 1,801 to
-1,853 but cut the AUC at touchpoints from 0.908 to 0.902; with the touchpoints, 1,837 and 0.909.
+on RetailRocket's June inner split (docs/model.md, seed 0) daily points alone moved the top 5%'s orders from
+1,801 to 1,853 but cut the AUC at touchpoints from 0.908 to 0.902; with the touchpoints, 1,837 and 0.909.
 """
 
 from __future__ import annotations

@@ -160,6 +160,20 @@ def _daily_points(table: EventTable, split_ms: int, days: int, horizon_ms: int, 
     return points if points is not None and len(points.customer) else None
 
 
+def _refit_points(table: EventTable, split_ms: int, config: TrainConfig, n_heads: int
+                  ) -> tuple[data.ScoringPoints, np.ndarray] | None:
+    """The refit's points and their weights: the daily ones of the last `refit_days` (a day each) and the moments
+    right after each touchpoint of those days (`at_event_weight`, as in training); None without daily points."""
+    daily = _daily_points(table, split_ms, config.refit_days, config.horizon_ms, n_heads)
+    if daily is None:
+        return None
+    last_label_time = split_ms - config.horizon_ms
+    touch = data.touchpoint_points(table, last_label_time - config.refit_days * DAY_MS, last_label_time,
+                                   config.horizon_ms, n_heads)
+    weight = np.r_[np.ones(len(daily.customer)), np.full(len(touch.customer), config.at_event_weight)]
+    return data.concat([daily, touch]), weight
+
+
 def score_points(net: Network, table: EventTable, points: data.ScoringPoints, progress: str | None = None
                  ) -> np.ndarray:
     """(n, P) raw logits at scoring points."""
@@ -190,13 +204,9 @@ def train(table: EventTable, vocab: Vocabulary, config: TrainConfig, out: str | 
     refitted: list[int] = []
     if config.refit_days and len(fit_customers):
         fit_table = past.subset(fit_customers)
-        daily = _daily_points(fit_table, split, config.refit_days, config.horizon_ms, len(heads))
-        last_label_time = split - config.horizon_ms
-        touch = data.touchpoint_points(fit_table, last_label_time - config.refit_days * DAY_MS, last_label_time,
-                                       config.horizon_ms, len(heads))
-        if daily is not None:
-            weight = np.r_[np.ones(len(daily.customer)), np.full(len(touch.customer), config.at_event_weight)]
-            refitted = refit.refit_heads(net, fit_table, data.concat([daily, touch]), weight, rng)
+        weighted = _refit_points(fit_table, split, config, len(heads))
+        if weighted is not None:
+            refitted = refit.refit_heads(net, fit_table, *weighted, rng)
 
     calibration = calibrate.Calibration.identity(len(heads))
     if hold.any():
