@@ -198,9 +198,14 @@ def _counts_before(table: EventTable, t_ms: int, row_mask: np.ndarray | None = N
     return np.add.reduceat(hit.astype(np.int64), table.offsets[:-1])
 
 
+def _purchases_by_head(table: EventTable, n_heads: int) -> list[np.ndarray]:
+    """(N,) bool per head: the rows that are a purchase it counts; the last head counts every purchase."""
+    return [table.purchase == p for p in range(n_heads - 1)] + [table.purchase >= 0]
+
+
 def scoring_points(table: EventTable, times_ms: Iterable[int], horizon_ms: int, n_heads: int) -> ScoringPoints:
     """Every customer with a touchpoint before each scoring time, with their labels."""
-    heads = [table.purchase == p for p in range(n_heads - 1)] + [table.purchase >= 0]
+    heads = _purchases_by_head(table, n_heads)
     out: dict[str, list[np.ndarray]] = {"customer": [], "time_ms": [], "last_row": [], "labels": []}
     for s in times_ms:
         seen = _counts_before(table, s)
@@ -222,7 +227,7 @@ def touchpoint_points(table: EventTable, start_ms: int, end_ms: int, horizon_ms:
     within the horizon."""
     rows = np.flatnonzero((table.time_ms >= start_ms) & (table.time_ms < end_ms))
     customer = table.customer_of_row
-    heads = [table.purchase == p for p in range(n_heads - 1)] + [table.purchase >= 0]
+    heads = _purchases_by_head(table, n_heads)
     labels = np.zeros((len(rows), n_heads), dtype=bool)
     for p, is_purchase in enumerate(heads):
         purchases = np.flatnonzero(is_purchase)
@@ -237,6 +242,7 @@ def touchpoint_points(table: EventTable, start_ms: int, end_ms: int, horizon_ms:
 
 
 def concat(parts: Sequence[ScoringPoints]) -> ScoringPoints:
+    """The points of all `parts`, in order."""
     return ScoringPoints(*(np.concatenate([getattr(p, f) for p in parts]) for f in ScoringPoints.__slots__))
 
 
