@@ -14,10 +14,8 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
-import faust
-
 from streams import topics
-from streams.app import create_app, settle_garbage_collector
+from streams.app import Worker, create_app, settle_garbage_collector
 from streams.settings import load as load_settings
 from streams.worker import Inbound, Outcome, StateStore
 
@@ -42,7 +40,7 @@ def main() -> None:
     topics.ensure(settings)
     app = create_app(settings, IdleEngine())  # type: ignore[arg-type]  # streams.app needs only this interface
     settle_garbage_collector()
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    Worker(app, settings.data_dir, loglevel="warning", quiet=True).execute_from_commandline()
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
         bar = tqdm(total=total, unit=" events", file=sys.stderr, desc=f"{argv[-1]} consumes", dynamic_ncols=True)
         with Worker(argv, scratch, log) as worker:
             launched = time.monotonic()
-            first: tuple[float, int] | None = None
+            first: tuple[float, int, float] | None = None
             done = 0
             while done < total:
                 worker.check()
@@ -155,8 +155,8 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
                 done = _committed(watcher, tps)
                 bar.update(done - bar.n)
                 if first is None and done > 0:
-                    first = (time.monotonic(), done)
-            finished = time.monotonic()
+                    first = (time.monotonic(), done, worker.cpu_seconds())
+            finished, cpu = time.monotonic(), worker.cpu_seconds()
             peak = worker.peak_rss_mib()
         bar.close()
         actions = sum(_end_offsets(watcher, scratch.partitions(s.action_topic)))
@@ -165,9 +165,13 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
     # A run short enough to be done in its first commit has no interval to measure: count from launch then.
     if first is not None and first[1] < total and finished > first[0]:
         rate, measured_from = (total - first[1]) / (finished - first[0]), "first commit"
+        cpu_us, cores = (cpu - first[2]) / (total - first[1]) * 1e6, (cpu - first[2]) / (finished - first[0])
     else:
         rate, measured_from = total / (finished - launched), "process start (includes start-up)"
+        cpu_us, cores = cpu / max(total, 1) * 1e6, cpu / (finished - launched)
+    # CPU time per event is steadier than the rate on shared cores: other work takes the rate's cores, not its time.
     return {"events": total, "seconds": round(finished - launched, 2), "events_per_second": round(rate),
+            "cpu_us_per_event": round(cpu_us, 2), "cores": round(cores, 2),
             "measured_from": measured_from, "peak_rss_mib": peak, "actions": actions,
             "action_share": actions / total if total else 0.0, "load": load_average()}
 

@@ -14,18 +14,20 @@ These rely on private parts of faust-streaming 0.15.3 (named where used): re-che
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from faust.types.tuples import ack_lock
 from mode import ServiceT
+from mode.utils.futures import notify
 
 from streams.inbox import Inbox
+from streams.worker import Inbound
 
-_YIELD_EVERY = 100  # messages handed over between two turns of the event loop, as faust's loop does
 # A backlog fills it at once (a fetch takes up to 1 MiB per partition); live traffic does not within the wait bound
 # (touchpoints take ~25-50 bytes each in lz4 record batches), so there the bound decides when a fetch returns.
 FETCH_MIN_BYTES = 256 * 1024
@@ -101,64 +103,38 @@ class _Consumer(faust_aiokafka.Consumer):
         await super().seek_wait(readable_offsets(partitions))
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
-        """Hand each fetched input message to the engine's inbox and every other one to faust's conductor as
-        faust's own loop does, without a race per message between rebalances.
+        """Hand the fetched input messages to the engine's inbox, a partition's fetched records at once, and every
+        other message to faust's conductor as faust's own loop does, without a race per message between rebalances.
 
-        faust awaits each message's delivery in `wait_first` against the suspension of the flow: four tasks and an
-        `asyncio.wait` per message, a sixth of the worker's time (profiled). Between rebalances a delivery either
-        completes without yielding or waits for room in the inbox or a stream buffer, which their readers make (and
-        the next rebalance's `flow_control.clear()` cancels such waits), or for faust's producer buffer to drain,
-        which its producer does on its own; so it is awaited directly, and the loop yields to the engine's loop and
-        the streams every `_YIELD_EVERY` messages as faust's does. From the start of a rebalance until the worker
-        is ready again each delivery is raced as faust does, for two reasons: a delivery may wait for a flow that
-        only the table recovery this loop feeds resumes, and each `flow_control.resume()` of the recovery empties
-        the changelog and stream buffers, so they must stay as empty as faust's turn of the event loop per message
-        keeps them (a standby table otherwise loses the changelog records that sat there).
-        The rest is faust's: messages below a partition's read offset (before a seek) are dropped, gaps are
-        recorded for the commit, a commit every `broker_commit_every` acks, the read offset follows delivery.
+        faust's loop (`getmany` and its caller) turns each record into a faust message, looks up its partition's
+        high watermark, tracks it for the revocation's `wait_empty` and awaits its delivery in `wait_first` against
+        the suspension of the flow: four tasks and an `asyncio.wait` per message, the larger part of what Kafka and
+        Faust cost this worker (profiled). Between rebalances an input partition's records become `Inbound` tuples
+        in one pass and go to the inbox together; the engine's loop tracks the batch it takes instead
+        (`track_batch`). Other deliveries either complete without yielding or wait for room in a stream buffer,
+        which its reader makes, or for faust's producer buffer to drain, which its producer does on its own; so
+        they are awaited directly. From the start of a rebalance until the worker is ready again each delivery is
+        raced as faust does, for two reasons: a delivery may wait for a flow that only the table recovery this loop
+        feeds resumes, and each `flow_control.resume()` of the recovery empties the changelog and stream buffers,
+        so they must stay as empty as faust's turn of the event loop per message keeps them (a standby table
+        otherwise loses the changelog records that sat there).
+        The rest is faust's: records of partitions no longer active and below a partition's read offset (before a
+        seek) are dropped, gaps are recorded for the commit, a commit every `broker_commit_every` acks, the read
+        offset follows delivery, a fetch while the flow is off seeks back to the committed offsets.
         """
-        app = self.app
-        deliver = self.callback
-        read_offset = self._read_offset
-        acks_enabled_for = app.topics.acks_enabled_for
-        flow_control = app.flow_control
-        inbox = self.transport.inbox
-        unacked = self._unacked_messages
-        since_yield = 0
         try:
             while not (self.should_stop or fetcher.should_stop):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                async for tp, message in self.getmany(timeout=1.0):
-                    offset, last = message.offset, read_offset[tp]
-                    if last is not None and offset < last:
-                        continue
-                    if last and offset - last > 1 and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, last + 1, offset)
-                    if self._commit_every is not None and self._n_acked >= self._commit_every:
-                        self._n_acked = 0
-                        await self.commit()
-                    slow = app.rebalancing or self.suspend_flow.is_set() or not flow_control.is_active()
-                    if tp.topic in inbox.topics:
-                        # faust's track_message without its per-message sensors: a revocation's wait_empty waits
-                        # for the engine to ack the messages it has taken.
-                        unacked.add(message)
-                        if slow:
-                            await self.wait_first(inbox.put_when_flowing(message), self.suspend_flow.wait())
-                        else:
-                            await inbox.put(message)
-                    elif slow:
-                        await self.wait_first(deliver(message), self.suspend_flow.wait())
+                records, active = await self._wait_next_records(1.0)
+                if records is not None and not self.should_stop:
+                    if self.flow_active:
+                        await self._deliver(records, active)
                     else:
-                        await deliver(message)
-                    read_offset[tp] = offset
-                    since_yield += 1
-                    if since_yield >= _YIELD_EVERY:
-                        since_yield = 0
-                        await asyncio.sleep(0)
+                        await self._seek_back()
                 self.diag.unset_flag(CONSUMER_FETCHING)
                 await asyncio.sleep(0)  # a fetch can return at once, again and again
         except (*self.consumer_stopped_errors, asyncio.CancelledError):
-            if app.should_stop:
+            if self.app.should_stop:
                 return
             raise
         except Exception as exc:
@@ -166,6 +142,123 @@ class _Consumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _seek_back(self) -> None:
+        try:
+            await self.perform_seek()
+        except Exception as exc:
+            self.log.warning(f"exception performing seek when flow not active {exc}")
+
+    def _slow(self) -> bool:
+        return self.app.rebalancing or self.suspend_flow.is_set() or not self.app.flow_control.is_active()
+
+    async def _deliver(self, records: Mapping[TP, list[Any]], active: set[TP] | None) -> None:
+        app = self.app
+        generation = app.consumer_generation_id
+        inbox = self.transport.inbox
+        for tp, fetched in records.items():
+            if not self.flow_active or app.consumer_generation_id != generation:
+                return
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue
+            last = self._read_offset[tp]
+            if last is not None:
+                fetched = [record for record in fetched if record.offset >= last]
+            if not fetched:
+                continue
+            app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            if tp.topic in inbox.topics and not self._slow():
+                await self._hand_over(tp, fetched, last, inbox)
+            else:
+                await self._deliver_each(tp, fetched, generation, active)
+            await asyncio.sleep(0)
+
+    async def _hand_over(self, tp: TP, fetched: list[Any], last: int | None, inbox: Inbox) -> None:
+        topic, partition = tp.topic, tp.partition
+        messages = [Inbound(topic, partition, record.offset, record.key, record.value, tp) for record in fetched]
+        first, end = messages[0].offset, messages[-1].offset
+        missing = end - first != len(messages) - 1 or (last and first - last > 1)
+        if missing and self.app.topics.acks_enabled_for(topic):
+            for message in messages:  # faust's test, message by message, where some offset is missing
+                if last and message.offset - last > 1:
+                    await self._add_gap(tp, last + 1, message.offset)
+                last = message.offset
+        self._read_offset[tp] = messages[-1].offset
+        await inbox.put_many(messages)
+
+    async def _deliver_each(self, tp: TP, fetched: list[Any], generation: int, active: set[TP] | None) -> None:
+        """faust's delivery, a message at a time; input messages go to the inbox once the flow allows. As faust
+        does, each message is dropped once the partition is no longer active: a delivery yields, and meanwhile a
+        seek may pause the partition and set its read offset back, which a later message of this fetch must not
+        move forward again (its messages would be dropped on their way back; issue 8's crash test caught it)."""
+        app = self.app
+        read_offset = self._read_offset
+        inbox = self.transport.inbox
+        to_inbox = tp.topic in inbox.topics
+        acks = app.topics.acks_enabled_for(tp.topic)
+        for record in fetched:
+            if not self.flow_active or app.consumer_generation_id != generation:
+                return
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue
+            offset, last = record.offset, read_offset[tp]
+            if last is not None and offset < last:
+                continue
+            if last and offset - last > 1 and acks:
+                await self._add_gap(tp, last + 1, offset)
+            slow = self._slow()
+            if to_inbox:
+                message = Inbound(tp.topic, tp.partition, offset, record.key, record.value, tp)
+                if slow:
+                    await self.wait_first(inbox.put_when_flowing(message), self.suspend_flow.wait())
+                else:
+                    await inbox.put(message)
+            elif slow:
+                await self.wait_first(self.callback(self._to_message(tp, record)), self.suspend_flow.wait())
+            else:
+                await self.callback(self._to_message(tp, record))
+            read_offset[tp] = offset
+
+    def track_batch(self, size: int) -> InFlight:
+        """The engine took a batch of `size` input messages: a revocation's `wait_empty` waits until it is acked.
+        One entry in faust's set of unacked messages for the batch, not one per message."""
+        token = InFlight(size)
+        self._unacked_messages.add(token)  # type: ignore[arg-type]  # faust reads only `acked` and `refcount`
+        return token
+
+    def ack_batch(self, token: InFlight, messages: Sequence[Inbound]) -> None:
+        """faust's `ack` for each input message of the batch `token` stands for, and then for the batch: the
+        offsets become committable once consecutive (with those of earlier batches)."""
+        offsets: dict[TP, list[int]] = {}
+        for message in messages:
+            offsets.setdefault(message.context, []).append(message.offset)
+        with ack_lock:
+            for tp, taken in offsets.items():
+                if not self.app.topics.acks_enabled_for(tp.topic):
+                    continue
+                committed = self._committed_offset[tp]
+                index, acked = self._acked_index[tp], self._acked[tp]
+                for offset in taken:
+                    if (committed is None or offset >= committed) and offset not in index:
+                        index.add(offset)
+                        acked.append(offset)
+                        self._n_acked += 1
+            token.acked = True
+            self._unacked_messages.discard(token)  # type: ignore[arg-type]
+            notify(self._waiting_for_ack)
+
+
+class InFlight:
+    """A batch the engine took, as an entry of faust's set of unacked messages (weakly referenced)."""
+
+    __slots__ = ("acked", "refcount", "__weakref__")
+
+    def __init__(self, size: int) -> None:
+        self.acked = False
+        self.refcount = size  # what faust's wait_empty logs of an entry
 
 
 def readable_offsets(partitions: Mapping[TP, int | None]) -> dict[TP, int]:

@@ -46,18 +46,27 @@ class Inbox:
         self._room.set()
 
     async def put(self, message: Any) -> None:
+        await self.put_many([message])
+
+    async def put_many(self, messages: list[Any]) -> None:
+        """Append `messages` in order, as room allows; those still waiting for room are dropped if a rebalance
+        empties the inbox meanwhile (they were fetched before it)."""
         cleared = self._cleared
-        while len(self._messages) >= 2 * self.batch_size:
-            self._room.clear()
-            await self._room.wait()
-            if self._cleared != cleared:
-                return  # fetched before the rebalance that emptied the inbox: dropped with the others
-        if not self._messages:
-            self._first_arrival = asyncio.get_running_loop().time()
-            self._arrived.set()
-        self._messages.append(message)
-        if len(self._messages) >= self.batch_size:
-            self._arrived.set()
+        while messages:
+            room = 2 * self.batch_size - len(self._messages)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                if self._cleared != cleared:
+                    return
+                continue
+            if not self._messages:
+                self._first_arrival = asyncio.get_running_loop().time()
+                self._arrived.set()
+            self._messages.extend(messages[:room])
+            messages = messages[room:]
+            if len(self._messages) >= self.batch_size:
+                self._arrived.set()
 
     async def put_when_flowing(self, message: Any) -> None:
         """`put` once faust's flow control lets messages through (it holds them back during a rebalance)."""

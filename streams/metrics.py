@@ -137,9 +137,18 @@ class GaugeCollector(Collector):
         return [family]
 
 
+_GAUGES: dict[str, GaugeCollector] = {}
+
+
 def register_gauge(spec: tuple[str, str, list[str]],
                    sample: Callable[[], Iterable[tuple[Sequence[str], float]]]) -> None:
-    REGISTRY.register(GaugeCollector(spec, sample))
+    """Export the gauge family `spec`, read from `sample()`; an app built again in the same process (as tests do)
+    replaces the previous app's."""
+    previous = _GAUGES.pop(spec[0], None)
+    if previous is not None:
+        REGISTRY.unregister(previous)
+    _GAUGES[spec[0]] = GaugeCollector(spec, sample)
+    REGISTRY.register(_GAUGES[spec[0]])
 
 
 _SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -26,9 +26,9 @@ from streams.state import StateLayout
 from streams.step import step_round
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One consumed message; `context` is what the store needs to write on its partition (the Faust event)."""
+class Inbound(NamedTuple):
+    """One consumed message; `context` is what the store needs to write on its partition (under Faust, its topic
+    partition). A tuple: the consumer builds one per touchpoint, and a frozen dataclass cost 3x the time."""
 
     topic: str
     partition: int

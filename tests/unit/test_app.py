@@ -13,6 +13,7 @@ from streams.app import (CLEAN_STOP, GC_YOUNG_THRESHOLD, create_app, discard_sta
 from streams.consumer import FETCH_MIN_BYTES, readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
+from streams.worker import Inbound
 
 
 def test_state_left_by_a_crash_is_discarded(tmp_path):
@@ -73,3 +74,27 @@ def test_the_worker_freezes_its_start_up_heap_and_collects_young_objects_rarely(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_taken_batch_holds_off_the_revocation_until_its_acks_make_its_offsets_committable():
+    settings = load({}, {})
+    engine = SimpleNamespace(model=SimpleNamespace(version="test"))
+    tp = TP(settings.input_topic, 3)
+
+    async def scenario() -> tuple[int, list[int], int, int, int | None]:
+        app = create_app(settings, engine)
+        await app.topics._update_indices()  # what the worker's start does: acks on for the input topics
+        consumer = app.consumer
+        consumer._committed_offset[tp] = 10
+        # 9 is below the committed offset, 11 came twice (a redelivery), 12 is still on its way
+        batch = [Inbound(tp.topic, tp.partition, offset, b"c1", b"{}", tp) for offset in (9, 10, 11, 11, 13)]
+        taken = consumer.track_batch(len(batch))
+        pending = len(consumer._unacked_messages)  # what faust's wait_empty waits for at a revocation
+        consumer.ack_batch(taken, batch)
+        acked = sorted(consumer._acked[tp])
+        return pending, acked, consumer._n_acked, len(consumer._unacked_messages), consumer._new_offset(tp)
+
+    pending, acked, counted, left, commit = asyncio.run(scenario())
+    assert pending == 1 and left == 0
+    assert acked == [10, 11, 13] and counted == 3
+    assert commit == 12  # 10 and 11 follow the committed offset; 13 waits for 12

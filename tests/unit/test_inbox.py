@@ -95,3 +95,31 @@ def test_while_the_flow_is_suspended_nothing_enters():
         return held, await inbox.take()
 
     assert asyncio.run(scenario()) == (0, ["m"])
+
+
+def test_a_fetch_handed_over_at_once_fills_two_batches_and_the_rest_waits_for_room_in_order():
+    async def scenario() -> tuple[int, list, list, list]:
+        inbox, _ = _inbox(batch_size=2, within=10.0)
+        handing = asyncio.ensure_future(inbox.put_many(list(range(7))))
+        await asyncio.sleep(0.01)
+        held = len(inbox)
+        batches = [await inbox.take() for _ in range(3)]
+        await handing
+        return held, *batches
+
+    held, first, second, third = asyncio.run(scenario())
+    assert held == 4
+    assert [first, second, third] == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_a_rebalance_drops_the_rest_of_a_fetch_that_waits_for_room():
+    async def scenario() -> list:
+        inbox, flow = _inbox(batch_size=1, within=10.0)
+        handing = asyncio.ensure_future(inbox.put_many(["old-1", "old-2", "old-3", "old-4"]))
+        await asyncio.sleep(0.01)
+        flow.clear()
+        await handing
+        await inbox.put("new")
+        return await inbox.take()
+
+    assert asyncio.run(scenario()) == ["new"]
