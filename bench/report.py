@@ -49,7 +49,14 @@ def _n(x: float | None, digits: int = 0) -> str:
 
 
 def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:,.1f}x" if a and b else "n/a"
+    return f"{a / b:,.{2 if a < b else 1}f}x" if a and b else "n/a"
+
+
+def _cpu(throughput: dict[str, Any]) -> str:
+    """CPU time per event and cores busy over the measured interval (older runs did not record them)."""
+    if "cpu_us_per_event" not in throughput:
+        return "n/a"
+    return f"{throughput['cpu_us_per_event']:.1f} ({throughput['cores']:.2f})"
 
 
 def markdown(e: dict[str, Any]) -> str:
@@ -73,6 +80,8 @@ def markdown(e: dict[str, Any]) -> str:
         f"| sustained throughput, events/s per worker process | {_n(eng['throughput']['events_per_second'])} "
         f"| {_n(nai['throughput']['events_per_second'])} "
         f"| {_ratio(eng['throughput']['events_per_second'], nai['throughput']['events_per_second'])} |",
+        f"| worker CPU per touchpoint, µs (cores busy) | {_cpu(eng['throughput'])} | {_cpu(nai['throughput'])} "
+        f"| {_ratio(eng['throughput'].get('cpu_us_per_event'), nai['throughput'].get('cpu_us_per_event'))} |",
         f"| peak resident memory, MiB | {_n(eng['throughput']['peak_rss_mib'])} "
         f"| {_n(nai['throughput']['peak_rss_mib'])} | |",
         f"| share of touchpoints that led to an action | {eng['throughput']['action_share']:.2%} "
@@ -88,7 +97,9 @@ def markdown(e: dict[str, Any]) -> str:
         "Throughput: N simulated touchpoints of M customers are loaded into a fresh input topic first; one worker "
         "process then starts on it with a fresh application id and state folder, and the rate counts the events "
         "committed between the consumer group's first commit and the commit of the topic's end (start-up and "
-        "rebalance are left out). Policy: the shipped `streams/policy.toml`. Peak memory is the worker's VmHWM. "
+        "rebalance are left out). Policy: the shipped `streams/policy.toml`. Worker CPU is the process's user and "
+        "system time over the same interval, per touchpoint: steadier than the rate when other work takes these "
+        "cores. Peak memory is the worker's VmHWM. "
         "The naive design runs the first naive-events touchpoints of the same stream (a rate is comparable). "
         "Latency (the headline): touchpoints produced at half the maximum rate measured above, with event_time = "
         "wall clock at production (producer linger 5 ms), to a worker restarted on the throughput phase's topics "
