@@ -193,7 +193,8 @@ class _Consumer(faust_aiokafka.Consumer):
         """faust's delivery, a message at a time; input messages go to the inbox once the flow allows. As faust
         does, each message is dropped once the partition is no longer active: a delivery yields, and meanwhile a
         seek may pause the partition and set its read offset back, which a later message of this fetch must not
-        move forward again (its messages would be dropped on their way back; issue 8's crash test caught it)."""
+        move forward again: the records read again from there would be dropped as already delivered, and the
+        partition's commit would stop at them (tests/reliability/test_crashes.py caught it)."""
         app = self.app
         read_offset = self._read_offset
         inbox = self.transport.inbox

@@ -3,8 +3,8 @@
 faust hands each message to an agent through its conductor and a stream: an event, a queue put and get, a stream
 step, sensors and an ack each, about 40 microseconds per touchpoint, the larger part of a worker's time (measured,
 issue 8). The engine needs none of it: it takes the messages of a batch at once. So streams.consumer appends input
-messages here and the engine's loop (streams.app) takes them in batches, then acks them on the consumer, which
-commits their offsets as it does for faust's streams.
+messages here, a fetched partition's at once (`put_many`), and the engine's loop (streams.app) takes them in
+batches, then acks each batch on the consumer, which commits their offsets as it does for faust's streams.
 
 Like faust's stream buffers, the inbox is under faust's flow control: at each rebalance `flow_control.clear()`
 empties it. Messages dropped then were not acked, so their offsets are not committed and the next owner of their

@@ -28,7 +28,7 @@ from streams.step import step_round
 
 class Inbound(NamedTuple):
     """One consumed message; `context` is what the store needs to write on its partition (under Faust, its topic
-    partition). A tuple: the consumer builds one per touchpoint, and a frozen dataclass cost 3x the time."""
+    partition). A tuple: the consumer builds one per touchpoint, and a frozen dataclass took 2.6x as long (measured)."""
 
     topic: str
     partition: int
