@@ -1,8 +1,10 @@
-"""One step round: a batched GRU update of many customers' states by one touchpoint each."""
+"""The model's part of a batch: every touchpoint's new state in a few batched GRU calls (`step_batch`), then
+each round's states stored in turn (`apply_round`), so the policy sees them round by round."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,16 +13,42 @@ from streams.contract import Touchpoint
 from streams.state import record_touchpoint
 
 
-def step_round(model: LoadedModel, states: np.ndarray, rows: np.ndarray, events: Sequence[Touchpoint],
-               offsets: np.ndarray) -> None:
-    """Apply `events[i]` to `states[rows[i]]` in place with one model call; rows are distinct customers."""
+@dataclass(frozen=True, slots=True)
+class Stepped:
+    """The state (N, H), counts (N, E) and probabilities (N, P) after each of a batch's touchpoints, customer
+    after customer; `start[c]` is where customer c's touchpoints begin."""
+
+    hidden: np.ndarray
+    counts: np.ndarray
+    probs: np.ndarray
+    start: np.ndarray
+
+
+def step_batch(model: LoadedModel, states: np.ndarray, customers: np.ndarray,
+               sequences: Sequence[Sequence[Touchpoint]]) -> Stepped:
+    """Step `states[customers[i]]` through `sequences[i]`, its touchpoints of the batch in order, without storing.
+
+    A round by round model call cost a fixed ~0.3 ms each, and a log's heavy visitors made dozens of rounds per
+    batch (RetailRocket: 36 on average, measured); grouped by length, the whole batch takes a few calls."""
+    hidden, counts, probs = model.step_sequences(states["hidden"][customers], states["type_counts"][customers],
+                                                 sequences, states["last_time"][customers],
+                                                 states["first_time"][customers])
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    start = np.zeros(len(states), dtype=np.int64)
+    start[customers] = np.cumsum(lengths) - lengths
+    return Stepped(hidden, counts, probs, start)
+
+
+def apply_round(stepped: Stepped, depth: int, states: np.ndarray, rows: np.ndarray, events: Sequence[Touchpoint],
+                offsets: np.ndarray) -> None:
+    """Store in `states[rows]` what `events[i]`, the `depth`-th touchpoint of row i in the batch, left."""
+    at = stepped.start[rows] + depth
     times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
     before = states["probs"][rows]  # (n, P)
     first = states["first_time"][rows]
-    hidden, counts, probs = model.step(states["hidden"][rows], states["type_counts"][rows], events,
-                                       states["last_time"][rows], first)  # (n, H), (n, E), (n, P)
-    states["hidden"][rows] = hidden
-    states["type_counts"][rows] = counts
+    probs = stepped.probs[at]
+    states["hidden"][rows] = stepped.hidden[at]
+    states["type_counts"][rows] = stepped.counts[at]
     states["probs"][rows] = probs
     states["last_offset"][rows] = offsets
     states["last_time"][rows] = times

@@ -1,6 +1,7 @@
 """The hot path: one batch of Kafka messages in, state updates, actions and dead letters out.
 
-    decode -> group by customer -> load states -> skip redeliveries -> step rounds -> decide -> emit -> save
+    decode -> group by customer -> load states -> skip redeliveries -> step (batched) -> per round: store, decide,
+    emit -> save
 
 `Engine.process` is a plain function of the batch and a `StateStore`, so it runs the same under Faust (streams/app.py
 adapts a Faust table to StateStore) and in unit tests and benchmarks without a broker.
@@ -23,7 +24,7 @@ from streams.decide import Policy, apply_feedback, decide
 from streams.decode import Rejected, decode, decode_consent
 from streams.emit import Trigger, action_event
 from streams.state import StateLayout
-from streams.step import step_round
+from streams.step import apply_round, step_batch
 
 
 class Inbound(NamedTuple):
@@ -114,15 +115,26 @@ class Engine:
                  for c, positions in enumerate(groups.values())]
         out.counts["duplicates_skipped"] += sum(len(g) for g in groups.values()) - sum(map(len, fresh))
         out.counts["opted_out_skipped"] += sum(len(g) for c, g in enumerate(groups.values()) if blocked[c])
-        for round_ in rounds(fresh):
+        stepping = [c for c, positions in enumerate(fresh) if positions]
+        if stepping:
+            self._step(touchpoints, fresh, stepping, states, now_ms, out)
+        values = self.layout.dump(states)
+        out.writes = [(customer, values[c], contexts[c]) for c, customer in enumerate(customers) if fresh[c]]
+
+    def _step(self, touchpoints: list[tuple[Inbound, Touchpoint]], fresh: list[list[int]], stepping: list[int],
+              states: np.ndarray, now_ms: int, out: Outcome) -> None:
+        """The model steps of the batch at once, then round by round: the states stored, the policy applied."""
+        started = time.perf_counter()
+        stepped = step_batch(self.model, states, np.array(stepping, dtype=np.int64),
+                             [[touchpoints[p][1] for p in fresh[c]] for c in stepping])
+        out.step_seconds += time.perf_counter() - started
+        for depth, round_ in enumerate(rounds(fresh)):
             rows = np.fromiter((c for c, _ in round_), dtype=np.int64, count=len(round_))
             msgs = [touchpoints[p][0] for _, p in round_]
             events = [touchpoints[p][1] for _, p in round_]
             times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
-            started = time.perf_counter()
-            step_round(self.model, states, rows, events,
-                       np.fromiter((m.offset for m in msgs), dtype=np.int64, count=len(msgs)))
-            out.step_seconds += time.perf_counter() - started
+            apply_round(stepped, depth, states, rows, events,
+                        np.fromiter((m.offset for m in msgs), dtype=np.int64, count=len(msgs)))
             apply_feedback(self.policy, states, rows, [e.event_type for e in events], [e.item for e in events],
                            times, self.purchase_types)
             for decision in decide(self.policy, states, rows, times):
@@ -134,8 +146,6 @@ class Engine:
                 out.action_names[self.policy.actions[decision.action].name] += 1
                 out.trigger_times_ms.append(event.event_time_ms)
             out.counts["applied"] += len(round_)
-        values = self.layout.dump(states)
-        out.writes = [(customer, values[c], contexts[c]) for c, customer in enumerate(customers) if fresh[c]]
 
     @staticmethod
     def _opted_out(customers: list[str], contexts: list[Any], stored: list[bytes | None],

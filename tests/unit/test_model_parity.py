@@ -95,3 +95,27 @@ def test_scores_change_with_time_since_the_last_and_first_touchpoint_and_with_co
 def test_heads_are_products_then_any(model: artifact.LoadedModel) -> None:
     assert model.products == ("fiber_1g", "mobile_5g", "tv_bundle", "device_upgrade", "any")
     assert model.initial_state(4).shape == (4, model.hidden_size)
+
+
+def test_customers_stepped_through_their_touchpoints_at_once_equal_each_sequence(model: artifact.LoadedModel) -> None:
+    # Lengths 1, 2, 3 (padded to 4), 5 and 17 (padded to 32): one call per length bucket; then each customer's
+    # continuation from a stored state, as a later batch would step it.
+    histories = [_history(f"c{i}", n, seed=30 + i) for i, n in enumerate((1, 2, 3, 5, 17, 9))]
+    offline = [model.sequence(h) for h in histories]
+    cut = [min(len(h), 4) for h in histories]
+    zeros = np.zeros(len(histories), np.int64)
+    h0 = model.initial_state(len(histories))
+    counts0 = np.zeros((len(histories), model.config.n_event_types), np.float32)
+    states, counts, probs = model.step_sequences(h0, counts0, [h[:k] for h, k in zip(histories, cut)], zeros, zeros)
+    ends = np.cumsum(cut) - 1
+    assert states.shape == (sum(cut), model.hidden_size) and counts[ends].sum(axis=1).tolist() == cut
+    flat = np.concatenate([offline[i][0][:k] for i, k in enumerate(cut)])
+    np.testing.assert_allclose(states, flat, atol=1e-5)
+    np.testing.assert_allclose(probs, np.concatenate([offline[i][1][:k] for i, k in enumerate(cut)]), atol=1e-5)
+    rest = [i for i, h in enumerate(histories) if len(h) > cut[i]]
+    prev = np.array([histories[i][cut[i] - 1].event_time_ms for i in rest])
+    first = np.array([histories[i][0].event_time_ms for i in rest])
+    states, _, probs = model.step_sequences(states[ends[rest]], counts[ends[rest]],
+                                            [histories[i][cut[i]:] for i in rest], prev, first)
+    np.testing.assert_allclose(states, np.concatenate([offline[i][0][cut[i]:] for i in rest]), atol=1e-5)
+    np.testing.assert_allclose(probs, np.concatenate([offline[i][1][cut[i]:] for i in rest]), atol=1e-5)
