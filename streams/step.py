@@ -40,10 +40,10 @@ def step_batch(model: LoadedModel, states: np.ndarray, customers: np.ndarray,
 
 
 def apply_round(stepped: Stepped, depth: int, states: np.ndarray, rows: np.ndarray, events: Sequence[Touchpoint],
-                offsets: np.ndarray) -> None:
-    """Store in `states[rows]` what `events[i]`, the `depth`-th touchpoint of row i in the batch, left."""
+                times: np.ndarray, offsets: np.ndarray) -> None:
+    """Store in `states[rows]` what `events[i]` (at `times[i]`), the `depth`-th touchpoint of row i in the batch,
+    left."""
     at = stepped.start[rows] + depth
-    times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
     before = states["probs"][rows]  # (n, P)
     first = states["first_time"][rows]
     probs = stepped.probs[at]

@@ -133,7 +133,7 @@ class Engine:
             msgs = [touchpoints[p][0] for _, p in round_]
             events = [touchpoints[p][1] for _, p in round_]
             times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
-            apply_round(stepped, depth, states, rows, events,
+            apply_round(stepped, depth, states, rows, events, times,
                         np.fromiter((m.offset for m in msgs), dtype=np.int64, count=len(msgs)))
             apply_feedback(self.policy, states, rows, [e.event_type for e in events], [e.item for e in events],
                            times, self.purchase_types)
