@@ -96,7 +96,8 @@ def measure(model: LoadedModel, policy: Policy, events: Sequence[Touchpoint], pa
         SUMMED[1]: _per_item_us(lambda: model.step(h, counts, batch, prev, first), len(batch)),
     }
     with tempfile.TemporaryDirectory(prefix="lam-bench-ceiling-") as tmp:
-        fill(Path(tmp), stored_states, partitions, cache_mb, model.version, StateLayout.of(model), bar=False)
+        layout = StateLayout.of(model, len(policy.actions))
+        fill(Path(tmp), stored_states, partitions, cache_mb, model.version, layout, bar=False)
         store = RocksStore(Path(tmp), partitions, cache_mb)
         rng = np.random.default_rng(2)
         keys = [customer_key(i).decode() for i in rng.integers(0, stored_states, 20_000).tolist()]

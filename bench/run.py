@@ -33,7 +33,6 @@ from sim.world import World, WorldConfig
 from streams import kafka
 from streams.app import settle_garbage_collector
 from streams.contract import Touchpoint
-from streams.decide import load_policy
 from streams.errors import LamError
 from streams.settings import ROOT, Settings
 from streams.state import StateLayout
@@ -163,14 +162,14 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
     torch.set_num_threads(TORCH_THREADS)
     kafka.require_broker(settings.bootstrap)
     model = load(settings.model_path)
-    policy = load_policy(ROOT / "streams" / "policy.toml", model.products)
+    policy = states.shipped_policy(model)
     settle_garbage_collector()  # the ceiling's stages run under the worker's collector settings
     world = _world(options.customers, options.events)
     entry: dict[str, Any] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": options.command,
         "machine": report.machine(), "model": f"{model.version} (hidden size {model.hidden_size})",
         "partitions": settings.partitions, "batch_size": settings.batch_size, "torch_threads": TORCH_THREADS,
-        "state_bytes": StateLayout.of(model).dtype.itemsize,
+        "state_bytes": StateLayout.of(model, len(policy.actions)).dtype.itemsize,
         "customers": options.customers, "states_engine_events": options.state_engine_events,
     }
     with tempfile.TemporaryDirectory(prefix="lam-bench-") as tmp:

@@ -34,6 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 _WRITE_CHUNK = 50_000
 
 
+def shipped_policy(model: Any) -> Any:
+    """The policy every benchmark runs (streams/policy.toml): its actions size the states."""
+    from streams.decide import load_policy
+
+    return load_policy(ROOT / "streams" / "policy.toml", model.products)
+
+
 def open_databases(folder: Path, table: str, partitions: int, cache_mb: int) -> list[Any]:
     """One database per partition, as faust's RocksDB store opens them, with the same options class."""
     options = RocksDBOptions(**rocksdb_options(cache_mb))
@@ -118,11 +125,10 @@ def _engine_job(folder: Path, states: int, partitions: int, cache_mb: int, model
     """Touchpoints of random existing customers through Engine.process over the databases, in batches of 2000."""
     from model.artifact import load
     from streams.contract import Touchpoint
-    from streams.decide import load_policy
     from streams.worker import Engine, Inbound
 
     model = load(model_path)
-    engine = Engine(model, load_policy(ROOT / "streams" / "policy.toml", model.products), "consent")
+    engine = Engine(model, shipped_policy(model), "consent")
     store = RocksStore(folder, partitions, cache_mb)
     settle_garbage_collector()  # as the worker runs
     rng = np.random.default_rng(1)
@@ -168,9 +174,10 @@ def measure(sizes: Sequence[int], partitions: int, cache_mb: int, model_path: Pa
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         started = time.perf_counter()
-        layout = StateLayout.of(model)
+        layout = StateLayout.of(model, len(shipped_policy(model).actions))
         written = _child("write", str(folder), str(size), str(partitions), str(cache_mb), model.version,
-                         str(layout.hidden_size), str(layout.products), str(layout.event_types))
+                         str(layout.hidden_size), str(layout.products), str(layout.event_types),
+                         str(layout.action_slots))
         on_disk = disk_bytes(folder)
         engine = _child("engine", str(folder), str(size), str(partitions), str(cache_mb), str(model_path),
                         str(engine_events))
@@ -188,7 +195,7 @@ def main(argv: Sequence[str]) -> None:
     job, folder, states, partitions, cache_mb = argv[0], Path(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
     started = time.perf_counter()
     if job == "write":
-        fill(folder, states, partitions, cache_mb, argv[5], StateLayout(int(argv[6]), int(argv[7]), int(argv[8])))
+        fill(folder, states, partitions, cache_mb, argv[5], StateLayout(*map(int, argv[6:10])))
         result: dict[str, Any] = {"seconds": time.perf_counter() - started}
     else:
         result = _engine_job(folder, states, partitions, cache_mb, argv[5], int(argv[6]))

@@ -40,7 +40,7 @@ class Settings:
     dead_letter_topic: str = _setting("lam.deadletter", "topic of messages that could not be decoded, with the reason")
     partitions: int = _setting(12, "partitions of the input, consent and state changelog topics (the unit of scale)")
     batch_size: int = _setting(2000, "most touchpoints a worker takes into one micro-batch")
-    batch_timeout: float = _setting(0.02, "seconds a micro-batch waits for more touchpoints after the previous one was taken")
+    batch_timeout: float = _setting(0.02, "seconds a micro-batch waits for more touchpoints after the previous batch")
     standby_replicas: int = _setting(0, "standby copies of each state partition kept warm by other workers")
     session_timeout: float = _setting(10.0, "seconds without heartbeats before a worker's partitions move to others")
     data_dir: Path = _setting(ROOT / ".lam" / "worker",

@@ -65,7 +65,7 @@ class Engine:
         self.policy = policy
         self.consent_topic = consent_topic
         self.purchase_types = purchase_types
-        self.layout = StateLayout.of(model)
+        self.layout = StateLayout.of(model, len(policy.actions))
         self._h0 = model.initial_state(1)[0]
         self._p0 = model.initial_probabilities()
 

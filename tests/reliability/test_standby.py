@@ -25,11 +25,12 @@ ENTRIES = "lam_state_entries"
 def prefill(cluster: Cluster, customers: int) -> None:
     """`customers` fresh states in the state changelog, each on its key's partition (murmur2, as faust)."""
     from model.artifact import load
+    from streams.decide import load_policy
     from streams.state import StateLayout
 
     s = cluster.settings
     model = load(s.model_path)
-    layout = StateLayout.of(model)
+    layout = StateLayout.of(model, len(load_policy(s.policy_path, model.products).actions))
     value = layout.dump(layout.fresh(1, model.version, model.initial_state(1)[0], model.initial_probabilities()))[0]
     changelog = f"{s.app_id}-{STATE_TABLE}-changelog"
     kafka.create_topics(cluster.bootstrap, {changelog: PARTITIONS}, {"cleanup.policy": "compact"})

@@ -20,7 +20,7 @@ def make_policy(threshold=0.5, margin=0.1, cooldown_ms=0, limits=None, min_event
 
 
 def one_customer():
-    layout = StateLayout(hidden_size=2, products=len(HEADS), event_types=1)
+    layout = StateLayout(hidden_size=2, products=len(HEADS), event_types=1, action_slots=4)
     states = layout.fresh(1, "v", np.zeros(2), np.zeros(len(HEADS)))
     states["events"] = 10
     return states
