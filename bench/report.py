@@ -96,8 +96,8 @@ def markdown(e: dict[str, Any]) -> str:
         "",
         "Throughput: N simulated touchpoints of M customers are loaded into a fresh input topic first; one worker "
         "process then starts on it with a fresh application id and state folder, and the rate counts the events "
-        "committed between the consumer group's first commit and the commit of the topic's end (start-up and "
-        "rebalance are left out). Policy: the shipped `streams/policy.toml`. Worker CPU is the process's user and "
+        "committed between the consumer group's first commit and its last commit before the topic's end (start-up, "
+        "rebalance and the wait for the worker's next commit after its last batch are left out). Policy: the shipped `streams/policy.toml`. Worker CPU is the process's user and "
         "system time over the same interval, per touchpoint: steadier than the rate when other work takes these "
         "cores. Peak memory is the worker's VmHWM. "
         "The naive design runs the first naive-events touchpoints of the same stream (a rate is comparable). "
