@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,13 @@ class Scratch:
         topics.ensure(settings)
         return cls(settings, env)
 
+    def peer(self, i: int) -> Scratch:
+        """The scratch of the i-th worker process of the group (0: this one): its own state folder and web port."""
+        if i == 0:
+            return self
+        return Scratch(self.settings, self.env | {"LAM_DATA_DIR": f"{self.env['LAM_DATA_DIR']}-{i}",
+                                                  "LAM_WEB_PORT": str(free_port())})
+
     def partitions(self, topic: str) -> list[TopicPartition]:
         return [TopicPartition(topic, p) for p in range(self.settings.partitions)]
 
@@ -74,6 +83,12 @@ class Scratch:
                  if t.startswith(self.settings.app_id)]
         if names:
             kafka.delete_topics(self.settings.bootstrap, names)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Worker:
@@ -134,8 +149,10 @@ def _committed(watcher: Any, tps: list[TopicPartition]) -> int:
     return sum(max(tp.offset, 0) for tp in watcher.committed(tps, timeout=10))
 
 
-def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: float) -> dict[str, Any]:
-    """Events per second between the group's first commit and its last commit before the input topic's end.
+def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: float,
+               workers: int = 1) -> dict[str, Any]:
+    """Events per second between the group's first commit and its last commit before the input topic's end, through
+    `workers` worker processes in the group (each with its own state folder and web port); CPU is theirs summed.
 
     Not up to the commit of the end: the worker commits every few seconds (faust's commit interval), so that commit
     comes up to an interval after the worker is done, and the rates of identical runs fell into steps of one
@@ -148,24 +165,27 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
         ends = _end_offsets(watcher, tps)
         total = sum(ends)
         bar = tqdm(total=total, unit=" events", file=sys.stderr, desc=f"{argv[-1]} consumes", dynamic_ncols=True)
-        with Worker(argv, scratch, log) as worker:
+        logs = [log] + [log.with_stem(f"{log.stem}-{i}") for i in range(1, workers)]
+        with ExitStack() as running:
+            group = [running.enter_context(Worker(argv, scratch.peer(i), logs[i])) for i in range(workers)]
             launched = time.monotonic()
             first: tuple[float, int, float] | None = None  # (time, events committed, worker CPU seconds)
             last = first
             done = 0
             while done < total:
-                worker.check()
+                for worker in group:
+                    worker.check()
                 if time.monotonic() - launched > timeout:
                     raise LamError(f"{argv[-1]}: {done:,} of {total:,} events consumed after {timeout:.0f} s")
                 time.sleep(_POLL)
                 committed = _committed(watcher, tps)
                 if committed > done and committed < total:
-                    last = (time.monotonic(), committed, worker.cpu_seconds())
+                    last = (time.monotonic(), committed, sum(worker.cpu_seconds() for worker in group))
                     first = first or last
                 done = committed
                 bar.update(done - bar.n)
-            finished, cpu = time.monotonic(), worker.cpu_seconds()
-            peak = worker.peak_rss_mib()
+            finished, cpu = time.monotonic(), sum(worker.cpu_seconds() for worker in group)
+            peak = max((worker.peak_rss_mib() or 0.0) for worker in group) or None
         bar.close()
         actions = sum(_end_offsets(watcher, scratch.partitions(s.action_topic)))
     finally:

@@ -35,7 +35,7 @@ import torch
 from confluent_kafka import TopicPartition
 
 from bench import kafka_run, report
-from bench.run import LATENCY_RATE_SHARE, TORCH_THREADS, free_port
+from bench.run import LATENCY_RATE_SHARE, TORCH_THREADS
 from model import data, evaluate, measures, train
 from model.artifact import LoadedModel, load
 from model.data import EventTable
@@ -195,7 +195,8 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
                              "partitions": settings.partitions, "batch_size": settings.batch_size}
     with tempfile.TemporaryDirectory(prefix="lam-replay-") as tmp:
         workdir = Path(tmp)
-        scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, settings.policy_path, free_port())
+        scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, settings.policy_path,
+                                           kafka_run.free_port())
         try:
             report.progress(f"{BAR}: loading {options.events} into {scratch.settings.input_topic}")
             kafka_run.fill(scratch, events, None)

@@ -97,9 +97,10 @@ def markdown(e: dict[str, Any]) -> str:
         "Throughput: N simulated touchpoints of M customers are loaded into a fresh input topic first; one worker "
         "process then starts on it with a fresh application id and state folder, and the rate counts the events "
         "committed between the consumer group's first commit and its last commit before the topic's end (start-up, "
-        "rebalance and the wait for the worker's next commit after its last batch are left out). Policy: the shipped `streams/policy.toml`. Worker CPU is the process's user and "
-        "system time over the same interval, per touchpoint: steadier than the rate when other work takes these "
-        "cores. Peak memory is the worker's VmHWM. "
+        "rebalance and the wait for the worker's next commit after its last batch are left out). Policy: the "
+        "shipped `streams/policy.toml`. Worker CPU is the process's user and system time over the same interval, "
+        "per touchpoint: steadier than the rate when other work takes these cores. Peak memory is the worker's "
+        "VmHWM. "
         "The naive design runs the first naive-events touchpoints of the same stream (a rate is comparable). "
         "Latency (the headline): touchpoints produced at half the maximum rate measured above, with event_time = "
         "wall clock at production (producer linger 5 ms), to a worker restarted on the throughput phase's topics "
@@ -115,6 +116,7 @@ def markdown(e: dict[str, Any]) -> str:
         "batch wait (`--batch-timeout`). Worker CPU is its user and system time over the seconds touchpoints "
         "are offered.",
         "",
+        *_scale_out(e),
         "### State memory as the customer base grows",
         "",
         "| customer states | on disk, MiB | bytes per state on disk | peak RSS, MiB (writer) "
@@ -170,6 +172,27 @@ def markdown(e: dict[str, Any]) -> str:
         END,
     ]
     return "\n".join(lines)
+
+
+def _scale_out(e: dict[str, Any]) -> list[str]:
+    """Scale is more workers in the consumer group: the same touchpoints through several worker processes."""
+    one, many = e["engine"]["throughput"], e["scale_out"]["throughput"]
+    workers = e["scale_out"]["workers"]
+    return [
+        "### Scale-out: more workers in the consumer group",
+        "",
+        "| worker processes in the group | events/s, all together | worker CPU per touchpoint, µs (cores busy) "
+        "| load average (1 min) |",
+        "|---:|---:|---:|---:|",
+        f"| 1 | {_n(one['events_per_second'])} | {_cpu(one)} | {one['load'][0]} |",
+        f"| {workers} | {_n(many['events_per_second'])} | {_cpu(many)} | {many['load'][0]} |",
+        "",
+        f"The throughput phase's touchpoints, loaded again into fresh topics, through {workers} worker processes "
+        "of one application id (each with its own state folder): Kafka gives each a share of the partitions. "
+        f"On this machine's {e['machine']['cores']} cores the broker and the workers share the same cores. CPU "
+        "is the workers' summed user and system time; peak memory is per process, as in the table above.",
+        "",
+    ]
 
 
 def _latency_rows(key: str, what: str, eng: dict[str, Any], nai: dict[str, Any]) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from streams.state import StateLayout
 
 TORCH_THREADS = 1
 LATENCY_RATE_SHARE = 0.5  # latency is measured at this share of the maximum rate measured in the same run
+SCALE_OUT_WORKERS = 2  # one per core here: the scale-out phase runs this many workers in one consumer group
 EVENTS_PER_CUSTOMER_DAY = 0.07  # the simulator's default world, measured: ~13 touchpoints per customer in 180 days
 # Acts on every touchpoint (threshold 0, re-armed at once, no cool-down or limits), so each one is timed.
 EAGER_POLICY = """version = 1
@@ -84,12 +84,6 @@ QUICK = Options(events=20_000, customers=4_000, naive_events=2_000, states=(10_0
                 eager_latency_seconds=4.0, state_engine_events=4_000, ceiling_events=4_000, quick=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _world(customers: int, events: int) -> World:
     """A simulated world with at least `events` touchpoints (its first `events` in time order are used)."""
     days = max(30.0, 1.2 * events / (customers * EVENTS_PER_CUSTOMER_DAY))
@@ -110,15 +104,16 @@ def _endless(world: World, skip: int = 0) -> Iterator[Touchpoint]:
 
 @contextmanager
 def _loaded(settings: Settings, argv: tuple[str, ...], world: World, events: int, workdir: Path,
-            policy: Path) -> Iterator[tuple[kafka_run.Scratch, dict[str, Any]]]:
-    """Fresh topics whose input holds the world's first `events` touchpoints, and the throughput of `argv` over
-    them; the topics are deleted on leaving."""
-    name = argv[-1].removeprefix("bench.")
-    scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, policy, free_port())
+            policy: Path, workers: int = 1) -> Iterator[tuple[kafka_run.Scratch, dict[str, Any]]]:
+    """Fresh topics whose input holds the world's first `events` touchpoints, and the throughput of `workers`
+    processes of `argv` over them; the topics are deleted on leaving."""
+    name = argv[-1].removeprefix("bench.") + (f" x{workers}" if workers > 1 else "")
+    scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, policy, kafka_run.free_port())
     try:
         report.progress(f"{name}: loading {events:,} touchpoints into {scratch.settings.input_topic}")
         kafka_run.fill(scratch, islice(world.events(), events), events)
-        tp = kafka_run.throughput(argv, scratch, workdir / f"{name}-throughput.log", timeout=max(600.0, events / 100))
+        tp = kafka_run.throughput(argv, scratch, workdir / f"{name.replace(' ', '')}-throughput.log",
+                                  timeout=max(600.0, events / 100), workers=workers)
         report.progress(f"{name} throughput: {tp}")
         yield scratch, tp
     finally:
@@ -138,7 +133,7 @@ def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: 
         lat = kafka_run.latency(argv, scratch, workdir / f"{name}-latency.log", _endless(world, events), rate=rate,
                                 seconds=options.latency_seconds)
     report.progress(f"{name} latency: {lat}")
-    scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, eager, free_port())
+    scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, eager, kafka_run.free_port())
     try:
         eager_lat = kafka_run.latency(argv, scratch, workdir / f"{name}-latency-eager.log", _endless(world),
                                       rate=rate, seconds=options.eager_latency_seconds)
@@ -152,6 +147,13 @@ def _floor(settings: Settings, world: World, events: int, workdir: Path) -> dict
     """Throughput of the worker's Kafka and Faust side alone (bench/floor.py) over the engine's touchpoints."""
     with _loaded(settings, kafka_run.FLOOR, world, events, workdir, ROOT / "streams" / "policy.toml") as (_, tp):
         return {"throughput": tp}
+
+
+def _scale_out(settings: Settings, world: World, events: int, workdir: Path) -> dict[str, Any]:
+    """Throughput of SCALE_OUT_WORKERS engine workers in one consumer group over the engine's touchpoints."""
+    with _loaded(settings, kafka_run.ENGINE, world, events, workdir, ROOT / "streams" / "policy.toml",
+                 workers=SCALE_OUT_WORKERS) as (_, tp):
+        return {"workers": SCALE_OUT_WORKERS, "throughput": tp}
 
 
 def run(settings: Settings, options: Options) -> dict[str, Any]:
@@ -185,6 +187,7 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
         entry["engine"] = _on_broker(settings, kafka_run.ENGINE, world, options.events, options, workdir, eager)
         entry["naive"] = _on_broker(settings, kafka_run.NAIVE, world, options.naive_events, options, workdir, eager)
         entry["floor"] = _floor(settings, world, options.events, workdir)
+        entry["scale_out"] = _scale_out(settings, world, options.events, workdir)
         entry["states"] = states.measure(options.states, settings.partitions, settings.rocksdb_cache_mb,
                                          settings.model_path, workdir, options.state_engine_events)
     rate = entry["engine"]["throughput"]["events_per_second"]
@@ -216,7 +219,9 @@ def summary(entry: dict[str, Any]) -> str:
              f"engine at {r['engine_share_of_ceiling']:.0%} of it",
              f"Kafka and Faust alone: {entry['floor']['throughput']['events_per_second']:,} events/s; one worker "
              f"process at most {entry['worker_bound_per_second']:,} events/s, engine at "
-             f"{r['engine_share_of_worker_bound']:.0%} of it"]
+             f"{r['engine_share_of_worker_bound']:.0%} of it",
+             f"{entry['scale_out']['workers']} workers in one group: "
+             f"{entry['scale_out']['throughput']['events_per_second']:,} events/s together"]
     lines += [f"states {s['states']:,}: {s['disk_mib']:,.0f} MiB on disk, engine RSS {s['engine_rss_mib']:,.0f} MiB"
               for s in entry["states"]]
     return "\n".join(lines)

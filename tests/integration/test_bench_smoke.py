@@ -38,11 +38,14 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
         assert 0 < entry[design]["latency_eager"]["p50"] <= entry[design]["latency_eager"]["p99"]
     assert entry["ceiling"]["ceiling_per_second"] > 0 and entry["ceiling"]["engine_rocksdb_per_second"] > 0
     assert entry["floor"]["throughput"]["events"] == entry["engine"]["throughput"]["events"]
+    assert entry["scale_out"]["workers"] == 2
+    assert entry["scale_out"]["throughput"]["events"] == entry["engine"]["throughput"]["events"]
+    assert entry["scale_out"]["throughput"]["events_per_second"] > 0
     assert 0 < entry["worker_bound_per_second"] < entry["ceiling"]["ceiling_per_second"]
     assert [s["states"] for s in entry["states"]] == [10_000] and entry["states"][0]["disk_mib"] > 0
 
     text = (tmp_path / "benchmarks.md").read_text()
     assert OTHER_SECTION in text and text.count(START) == 1 and text.count(END) == 1
-    for heading in ("## Streaming engine", "### State memory", "### The ceiling", "Targets:"):
+    for heading in ("## Streaming engine", "### Scale-out", "### State memory", "### The ceiling", "Targets:"):
         assert heading in text
     assert "events/s" in done.stdout
