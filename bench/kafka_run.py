@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupState, KafkaException, TopicPartition
 from tqdm import tqdm
 
 from bench.report import load_average
@@ -144,6 +144,15 @@ def _end_offsets(cons: Any, tps: list[TopicPartition], seconds: float = 30.0) ->
             time.sleep(0.2)
 
 
+def _stable_with(admin: Any, group: str, members: int) -> bool:
+    """Whether the consumer group is stable with `members` members (a group not described yet is not)."""
+    try:
+        described = admin.describe_consumer_groups([group], request_timeout=5)[group].result()
+    except KafkaException:
+        return False
+    return described.state == ConsumerGroupState.STABLE and len(described.members) == members
+
+
 def _committed(watcher: Any, tps: list[TopicPartition]) -> int:
     """Events the group has committed over `tps` (a partition without a commit counts 0)."""
     return sum(max(tp.offset, 0) for tp in watcher.committed(tps, timeout=10))
@@ -153,6 +162,8 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
                workers: int = 1) -> dict[str, Any]:
     """Events per second between the group's first commit and its last commit before the input topic's end, through
     `workers` worker processes in the group (each with its own state folder and web port); CPU is theirs summed.
+    With several, from the first commit once the group is stable with all of them: the first worker up commits on
+    its own, and counting from then put a rebalance in the interval.
 
     Not up to the commit of the end: the worker commits every few seconds (faust's commit interval), so that commit
     comes up to an interval after the worker is done, and the rates of identical runs fell into steps of one
@@ -160,6 +171,7 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
     times."""
     s = scratch.settings
     watcher = kafka.consumer(s.bootstrap, group_id=s.app_id)  # only reads the group's offsets; never subscribes
+    admin = kafka.admin(s.bootstrap)
     try:
         tps = scratch.partitions(s.input_topic)
         ends = _end_offsets(watcher, tps)
@@ -172,16 +184,18 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
             first: tuple[float, int, float] | None = None  # (time, events committed, worker CPU seconds)
             last = first
             done = 0
+            settled = workers == 1
             while done < total:
                 for worker in group:
                     worker.check()
                 if time.monotonic() - launched > timeout:
                     raise LamError(f"{argv[-1]}: {done:,} of {total:,} events consumed after {timeout:.0f} s")
                 time.sleep(_POLL)
+                settled = settled or _stable_with(admin, s.app_id, workers)
                 committed = _committed(watcher, tps)
                 if committed > done and committed < total:
                     last = (time.monotonic(), committed, sum(worker.cpu_seconds() for worker in group))
-                    first = first or last
+                    first = first or (last if settled else None)
                 done = committed
                 bar.update(done - bar.n)
             finished, cpu = time.monotonic(), sum(worker.cpu_seconds() for worker in group)
