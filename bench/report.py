@@ -190,7 +190,8 @@ def _scale_out(e: dict[str, Any]) -> list[str]:
         f"The throughput phase's touchpoints, loaded again into fresh topics, through {workers} worker processes "
         "of one application id (each with its own state folder): Kafka gives each a share of the partitions. "
         f"On this machine's {e['machine']['cores']} cores the broker and the workers share the same cores. CPU "
-        "is the workers' summed user and system time; peak memory is per process, as in the table above.",
+        "is the workers' summed user and system time. The rate counts from the first commit once the group is "
+        "stable with all of them.",
         "",
     ]
 

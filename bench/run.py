@@ -33,7 +33,7 @@ from streams import kafka
 from streams.app import settle_garbage_collector
 from streams.contract import Touchpoint
 from streams.errors import LamError
-from streams.settings import ROOT, Settings
+from streams.settings import Settings
 from streams.state import StateLayout
 
 TORCH_THREADS = 1
@@ -107,13 +107,13 @@ def _loaded(settings: Settings, argv: tuple[str, ...], world: World, events: int
             policy: Path, workers: int = 1) -> Iterator[tuple[kafka_run.Scratch, dict[str, Any]]]:
     """Fresh topics whose input holds the world's first `events` touchpoints, and the throughput of `workers`
     processes of `argv` over them; the topics are deleted on leaving."""
-    name = argv[-1].removeprefix("bench.") + (f" x{workers}" if workers > 1 else "")
+    name = argv[-1].removeprefix("bench.") + (f"-x{workers}" if workers > 1 else "")
     scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, policy, kafka_run.free_port())
     try:
         report.progress(f"{name}: loading {events:,} touchpoints into {scratch.settings.input_topic}")
         kafka_run.fill(scratch, islice(world.events(), events), events)
-        tp = kafka_run.throughput(argv, scratch, workdir / f"{name.replace(' ', '')}-throughput.log",
-                                  timeout=max(600.0, events / 100), workers=workers)
+        tp = kafka_run.throughput(argv, scratch, workdir / f"{name}-throughput.log", timeout=max(600.0, events / 100),
+                                  workers=workers)
         report.progress(f"{name} throughput: {tp}")
         yield scratch, tp
     finally:
@@ -126,7 +126,7 @@ def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: 
     shipped policy on the states the throughput phase left (the headline), and under the eager policy on fresh
     ones (the stress figure)."""
     name = argv[-1].removeprefix("bench.")
-    with _loaded(settings, argv, world, events, workdir, ROOT / "streams" / "policy.toml") as (scratch, tp):
+    with _loaded(settings, argv, world, events, workdir, states.SHIPPED_POLICY) as (scratch, tp):
         rate = max(1.0, tp["events_per_second"] * LATENCY_RATE_SHARE)
         # The world goes on where the throughput phase stopped, so its customers have the states a live worker's
         # would have (the policy's minimum of touchpoints, cool-downs and contact limits apply as in production).
@@ -145,13 +145,13 @@ def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: 
 
 def _floor(settings: Settings, world: World, events: int, workdir: Path) -> dict[str, Any]:
     """Throughput of the worker's Kafka and Faust side alone (bench/floor.py) over the engine's touchpoints."""
-    with _loaded(settings, kafka_run.FLOOR, world, events, workdir, ROOT / "streams" / "policy.toml") as (_, tp):
+    with _loaded(settings, kafka_run.FLOOR, world, events, workdir, states.SHIPPED_POLICY) as (_, tp):
         return {"throughput": tp}
 
 
 def _scale_out(settings: Settings, world: World, events: int, workdir: Path) -> dict[str, Any]:
     """Throughput of SCALE_OUT_WORKERS engine workers in one consumer group over the engine's touchpoints."""
-    with _loaded(settings, kafka_run.ENGINE, world, events, workdir, ROOT / "streams" / "policy.toml",
+    with _loaded(settings, kafka_run.ENGINE, world, events, workdir, states.SHIPPED_POLICY,
                  workers=SCALE_OUT_WORKERS) as (_, tp):
         return {"workers": SCALE_OUT_WORKERS, "throughput": tp}
 

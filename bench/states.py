@@ -20,7 +20,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from faust.stores.rocksdb import RocksDBOptions
@@ -30,15 +30,20 @@ from streams.app import (OPTED_OUT, get_by_partition, rocksdb_options, settle_ga
                          write_by_partition)
 from streams.state import StateLayout
 
+if TYPE_CHECKING:
+    from model.artifact import LoadedModel
+    from streams.decide import Policy
+
 ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_POLICY = ROOT / "streams" / "policy.toml"  # the policy every benchmark runs
 _WRITE_CHUNK = 50_000
 
 
-def shipped_policy(model: Any) -> Any:
-    """The policy every benchmark runs (streams/policy.toml): its actions size the states."""
+def shipped_policy(model: LoadedModel) -> Policy:
+    """SHIPPED_POLICY for `model`: its actions size the states."""
     from streams.decide import load_policy
 
-    return load_policy(ROOT / "streams" / "policy.toml", model.products)
+    return load_policy(SHIPPED_POLICY, model.products)
 
 
 def open_databases(folder: Path, table: str, partitions: int, cache_mb: int) -> list[Any]:

@@ -129,7 +129,8 @@ def decide(policy: Policy, states: np.ndarray, rows: np.ndarray, times: np.ndarr
     >>> from streams.state import StateLayout
     >>> spec = ActionSpec("call", "p", "phone", threshold=0.5, value=1.0, cooldown_ms=DAY_MS)
     >>> policy = Policy((spec,), np.array([0]), 0.1, 0, 1, HOUR_MS, 0.0, {})
-    >>> states = StateLayout(hidden_size=2, products=1, event_types=1, action_slots=4).fresh(2, "v1", np.zeros(2), np.zeros(1))
+    >>> layout = StateLayout(hidden_size=2, products=1, event_types=1, action_slots=4)
+    >>> states = layout.fresh(2, "v1", np.zeros(2), np.zeros(1))
     >>> states["events"] = 3
     >>> states["probs"][:, 0] = [0.7, 0.2]
     >>> [(d.row, d.action) for d in decide(policy, states, np.array([0, 1]), np.array([10, 10]))]

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from model.artifact import LoadedModel
 
 FORMAT_VERSION = 3  # 2 added first_time and type_counts; 3 sized the action slots to the policy
-MAX_ACTIONS = 16
+MAX_ACTIONS = 16  # the most actions a policy may have, so the most slots a state holds
 SLOT_STEP = 4  # action slots come in fours: a policy can gain an action or two before its states are converted
 _SLOT_FIELDS = ("armed", "cooldown", "bought")  # the fields with one entry per action slot
 CONTACT_RING = 8
