@@ -96,27 +96,26 @@ class LoadedModel:
         """Advance each row's state (B, H) and counts per event type (B, E) by its touchpoint; the customer's
         previous and first touchpoint times (B,) int64 are 0 when this one is the first. Returns new states
         (B, H) float32, new counts (B, E) and calibrated conversion probabilities (B, P) at the event's time."""
-        return self.step_sequences(h, counts, [[e] for e in events], prev_event_time_ms, first_event_time_ms)
+        return self.step_sequences(h, counts, events, np.ones(len(events), dtype=np.int64), prev_event_time_ms,
+                                   first_event_time_ms)
 
-    def step_sequences(self, h: np.ndarray, counts: np.ndarray, sequences: Sequence[Sequence[Touchpoint]],
+    def step_sequences(self, h: np.ndarray, counts: np.ndarray, events: Sequence[Touchpoint], lengths: np.ndarray,
                        prev_event_time_ms: np.ndarray, first_event_time_ms: np.ndarray,
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`step` through each row's touchpoints in order (at least one per row), in one GRU call per group of
-        rows of similar length rather than one call per touchpoint. Returns the state (N, H), counts (N, E) and
-        probabilities (N, P) after every touchpoint, row after row (N touchpoints in all)."""
-        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-        flat = [e for s in sequences for e in s]
+        """`step` each row through its touchpoints in order: row i's are the next `lengths[i]` (at least one) of
+        `events`. One GRU call per group of rows of similar length rather than one call per touchpoint. Returns
+        the state (N, H), counts (N, E) and probabilities (N, P) after every touchpoint, in the order of `events`."""
         starts = np.cumsum(lengths) - lengths
-        row = np.repeat(np.arange(len(sequences)), lengths)
-        times = np.fromiter((e.event_time_ms for e in flat), dtype=np.int64, count=len(flat))
+        row = np.repeat(np.arange(len(lengths)), lengths)
+        times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
         prev = np.roll(times, 1)
         prev[starts] = prev_event_time_ms
-        cats, nums = encode.encode(flat, prev, self.vocab)
+        cats, nums = encode.encode(events, prev, self.vocab)
         running = np.cumsum(encode.type_counts(cats[:, 0], self.config.n_event_types), axis=0)
         before = np.where(starts[:, None] > 0, running[starts - 1], 0)  # each row's share of the cumsum excluded
         counts = counts[row] + running - before[row]
         first = np.where(first_event_time_ms == 0, times[starts], first_event_time_ms)[row]
-        states = np.empty((len(flat), self.hidden_size), dtype=np.float32)
+        states = np.empty((len(events), self.hidden_size), dtype=np.float32)
         h = np.ascontiguousarray(h, dtype=np.float32)
         with torch.inference_mode():
             # Rows grouped by length up to the next power of two: a few calls, and padding under 2x. Padding
@@ -130,7 +129,7 @@ class LoadedModel:
                 out = self.net(torch.from_numpy(cats[where]), torch.from_numpy(nums[where]),
                                torch.from_numpy(h[rows]))  # (G, T, H)
                 states[where[valid]] = out.numpy()[valid]
-            probs = self._probabilities(torch.from_numpy(states), counts, times - first, np.zeros(len(flat)))
+            probs = self._probabilities(torch.from_numpy(states), counts, times - first, np.zeros(len(events)))
         return states, counts, probs
 
     def score(self, h: np.ndarray, counts: np.ndarray, since_first_ms: np.ndarray,

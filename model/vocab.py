@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from streams.errors import LamError
 
@@ -55,11 +58,16 @@ class Vocabulary:
         """Names of the conversion heads: one per product, then "any"."""
         return (*self.products, ANY)
 
-    def channel_id(self, channel: str) -> int:
-        return self._channel_ids.get(channel, 0)
+    def channel_ids(self, channels: Sequence[str]) -> np.ndarray:
+        """(B,) int64 ids of `channels`; `map` over the dict's own `get`: no Python call per name."""
+        return np.fromiter(map(self._channel_ids.get, channels, repeat(0)), dtype=np.int64, count=len(channels))
 
-    def event_type_id(self, event_type: str) -> int:
-        return self._event_type_ids.get(event_type, 0)
+    def event_type_ids(self, event_types: Sequence[str]) -> np.ndarray:
+        return np.fromiter(map(self._event_type_ids.get, event_types, repeat(0)), dtype=np.int64,
+                           count=len(event_types))
+
+    def item_ids(self, items: Sequence[str | None]) -> np.ndarray:
+        return np.fromiter(map(self.item_id, items), dtype=np.int64, count=len(items))
 
     def item_id(self, item: str | None) -> int:
         if item is None:

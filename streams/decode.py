@@ -84,12 +84,19 @@ def from_document(doc: Any) -> Touchpoint | str:
     customer_id = doc.get("customer_id")
     channel = doc.get("channel")
     event_type = doc.get("event_type")
-    for name, value in (("customer_id", customer_id), ("channel", channel), ("event_type", event_type)):
-        if type(value) is not str or not 0 < len(value) <= MAX_NAME_CHARS:
-            return _bad_name(name, value, required=True)
-    event_time = event_time_ms(doc.get("event_time"))
-    if type(event_time) is str:
-        return event_time
+    # The names' test written out, and epoch ms taken as they come: a loop over the three names and a call for the
+    # time cost a fifth of decoding a valid touchpoint (measured).
+    if not (type(customer_id) is str and 0 < len(customer_id) <= MAX_NAME_CHARS and type(channel) is str
+            and 0 < len(channel) <= MAX_NAME_CHARS and type(event_type) is str
+            and 0 < len(event_type) <= MAX_NAME_CHARS):
+        for name, value in (("customer_id", customer_id), ("channel", channel), ("event_type", event_type)):
+            if type(value) is not str or not 0 < len(value) <= MAX_NAME_CHARS:
+                return _bad_name(name, value, required=True)
+    event_time = doc.get("event_time")
+    if not (type(event_time) is int and MIN_EVENT_TIME_MS <= event_time < MAX_EVENT_TIME_MS):
+        event_time = event_time_ms(event_time)
+        if type(event_time) is str:
+            return event_time
     item = doc.get("item")
     if item is not None and (type(item) is not str or not 0 < len(item) <= MAX_NAME_CHARS):
         return _bad_name("item", item, required=False)

@@ -37,6 +37,7 @@ The first three fields sit at fixed positions in every version, so a worker can 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -111,8 +112,9 @@ class StateLayout:
             states[read] = np.frombuffer(b"".join(values[i] for i in read), dtype=self.dtype)
         if len(read) < len(stored):
             read += self._convert(values, sorted(set(stored) - set(read)), states)
-        stale = [i for i in read if states["model_version"][i] != version]
-        if stale:
+        rows = np.array(read, dtype=np.int64)
+        stale = rows[states["model_version"][rows] != version]
+        if len(stale):
             states["hidden"][stale] = hidden
             states["type_counts"][stale] = 0.0
             states["probs"][stale] = probs
@@ -177,13 +179,22 @@ def _dtype(h: int, p: int, e: int, a: int) -> np.dtype:
     ])
 
 
+def ring_names(names: Sequence[str], field: str) -> np.ndarray:
+    """`names` as the reason ring's `field` ("ring_type", "ring_channel") holds them: UTF-8, cut to its width.
+    Each distinct name is encoded once: a batch has a handful of event types and channels."""
+    width = _dtype(0, 0, 0, 0)[field].base.itemsize
+    encoded = {name: name.encode()[:width] for name in set(names)}
+    return np.array([encoded[name] for name in names], dtype=f"S{width}")
+
+
 def record_touchpoint(states: np.ndarray, rows: np.ndarray, times: np.ndarray, offsets: np.ndarray,
-                      types: list[str], channels: list[str], deltas: np.ndarray) -> None:
-    """Append one touchpoint per row to its customer's reason ring; `deltas` is (len(rows), P)."""
+                      types: np.ndarray, channels: np.ndarray, deltas: np.ndarray) -> None:
+    """Append one touchpoint per row to its customer's reason ring; `types` and `channels` are `ring_names`,
+    `deltas` is (len(rows), P)."""
     slots = states["ring_next"][rows].astype(np.int64)
     states["ring_time"][rows, slots] = times
     states["ring_offset"][rows, slots] = offsets
-    states["ring_type"][rows, slots] = [t.encode()[:16] for t in types]
-    states["ring_channel"][rows, slots] = [c.encode()[:12] for c in channels]
+    states["ring_type"][rows, slots] = types
+    states["ring_channel"][rows, slots] = channels
     states["ring_delta"][rows, slots] = deltas
     states["ring_next"][rows] = (slots + 1) % REASON_RING

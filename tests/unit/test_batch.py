@@ -1,18 +1,24 @@
-"""Micro-batch rounds: every touchpoint once, each customer's in arrival order, one per customer per round."""
+"""Micro-batch plans: every touchpoint once, each customer's in arrival order, one per customer per round."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.batch import group_by_customer, rounds
+from streams.batch import customer_index, plan
 
 
 @given(st.lists(st.sampled_from("abcdefgh"), max_size=200))
-def test_rounds_keep_each_customers_order_and_serve_every_touchpoint_once(customers):
-    groups = list(group_by_customer(customers).values())
-    out = rounds(groups)
-    assert sorted(p for round_ in out for _, p in round_) == list(range(len(customers)))
-    for r, round_ in enumerate(out):
-        members = [c for c, _ in round_]
+def test_rounds_keep_each_customers_order_and_serve_every_touchpoint_once(items):
+    customers, of = customer_index(items)
+    assert [customers[c] for c in of] == items
+    assert customers == list(dict.fromkeys(items))  # in order of first arrival
+    p = plan(of, len(customers))
+    positions = {c: [i for i, x in enumerate(items) if x == c] for c in customers}
+    served = []
+    for depth, (which, at) in enumerate(p.rounds()):
+        members = p.rows[which].tolist()
         assert members == sorted(set(members))  # one touchpoint per customer, customers in first-arrival order
-        assert all(groups[c][r] == p for c, p in round_)  # the r-th touchpoint of each customer
-        assert set(members) == {c for c, g in enumerate(groups) if len(g) > r}
+        assert members == [c for c, name in enumerate(customers) if len(positions[name]) > depth]
+        assert [positions[customers[c]][depth] for c in members] == p.order[at].tolist()  # each one's depth-th
+        served += p.order[at].tolist()
+    assert sorted(served) == list(range(len(items)))
+    assert p.last.tolist() == [positions[name][-1] for name in customers]

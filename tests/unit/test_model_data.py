@@ -33,7 +33,7 @@ def test_table_sorts_by_customer_then_time_and_keeps_ties_in_arrival_order() -> 
     assert list(table.customer_ids) == ["b", "a"]
     a = slice(table.offsets[1], table.offsets[2])
     assert list(table.time_ms[a]) == [T0 + DAY // 2, T0 + DAY, T0 + DAY]
-    assert list(table.cats[a, 0]) == [VOCAB.event_type_id(e) for e in ("page_view", "compare", "purchase")]
+    assert list(table.cats[a, 0]) == VOCAB.event_type_ids(["page_view", "compare", "purchase"]).tolist()
     assert list(table.purchase[a]) == [-1, -1, VOCAB.products.index("tv_bundle")]
 
 

@@ -106,7 +106,8 @@ def test_customers_stepped_through_their_touchpoints_at_once_equal_each_sequence
     zeros = np.zeros(len(histories), np.int64)
     h0 = model.initial_state(len(histories))
     counts0 = np.zeros((len(histories), model.config.n_event_types), np.float32)
-    states, counts, probs = model.step_sequences(h0, counts0, [h[:k] for h, k in zip(histories, cut)], zeros, zeros)
+    states, counts, probs = model.step_sequences(h0, counts0, [e for h, k in zip(histories, cut) for e in h[:k]],
+                                                 np.array(cut), zeros, zeros)
     ends = np.cumsum(cut) - 1
     assert states.shape == (sum(cut), model.hidden_size) and counts[ends].sum(axis=1).tolist() == cut
     flat = np.concatenate([offline[i][0][:k] for i, k in enumerate(cut)])
@@ -116,6 +117,7 @@ def test_customers_stepped_through_their_touchpoints_at_once_equal_each_sequence
     prev = np.array([histories[i][cut[i] - 1].event_time_ms for i in rest])
     first = np.array([histories[i][0].event_time_ms for i in rest])
     states, _, probs = model.step_sequences(states[ends[rest]], counts[ends[rest]],
-                                            [histories[i][cut[i]:] for i in rest], prev, first)
+                                            [e for i in rest for e in histories[i][cut[i]:]],
+                                            np.array([len(histories[i]) - cut[i] for i in rest]), prev, first)
     np.testing.assert_allclose(states, np.concatenate([offline[i][0][cut[i]:] for i in rest]), atol=1e-5)
     np.testing.assert_allclose(probs, np.concatenate([offline[i][1][cut[i]:] for i in rest]), atol=1e-5)

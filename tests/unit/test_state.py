@@ -1,6 +1,6 @@
 import numpy as np
 
-from streams.state import FORMAT_VERSION, REASON_RING, StateLayout, record_touchpoint
+from streams.state import FORMAT_VERSION, REASON_RING, StateLayout, record_touchpoint, ring_names
 
 LAYOUT = StateLayout(hidden_size=4, products=3, event_types=5, action_slots=4)
 H0, P0 = np.zeros(4, np.float32), np.full(3, 0.1, np.float32)
@@ -43,7 +43,8 @@ def test_the_reason_ring_wraps_around():
     states = LAYOUT.fresh(1, "v1", H0, P0)
     rows = np.array([0])
     for i in range(REASON_RING + 2):
-        record_touchpoint(states, rows, np.array([1000 + i]), np.array([i]), ["view"], ["web"],
+        record_touchpoint(states, rows, np.array([1000 + i]), np.array([i]), ring_names(["view"], "ring_type"),
+                          ring_names(["web"], "ring_channel"),
                           np.full((1, 3), float(i), np.float32))
     assert sorted(states["ring_offset"][0]) == list(range(2, REASON_RING + 2))
     assert states["ring_type"][0][0] == b"view"
@@ -85,3 +86,9 @@ def test_a_state_whose_action_slots_do_not_add_up_keeps_only_its_offset():
     back = LAYOUT.load([raw + b"\0"], "v1", H0, P0)
     assert back["last_offset"][0] == 99
     assert not back["hidden"].any() and back["armed"].all()
+
+
+def test_ring_names_are_utf8_cut_to_the_width_of_their_field():
+    assert ring_names(["view", "x" * 20, "é" * 9, "view"], "ring_type").tolist() == [
+        b"view", b"x" * 16, "é".encode() * 8, b"view"]
+    assert ring_names(["y" * 13], "ring_channel").tolist() == [b"y" * 12]
