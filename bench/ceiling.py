@@ -50,8 +50,8 @@ class _Dict:
     def get_many(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]:
         return [self.values.get(k) for k in keys]
 
-    def put(self, key: str, value: bytes, context: Any) -> None:
-        self.values[key] = value
+    def put_many(self, items: Sequence[tuple[str, bytes]], context: Any) -> None:
+        self.values.update(items)
 
     def erase(self, key: str, context: Any) -> None:
         self.values.pop(key, None)
@@ -76,8 +76,7 @@ def _engine_rate(model: LoadedModel, policy: Policy, messages: list[Inbound], st
 
 
 def _write(store: RocksStore, keys: Sequence[str], value: bytes) -> None:
-    for key in keys:
-        store.put(key, value, None)
+    store.put_many([(key, value) for key in keys], None)
     store.flush()
 
 

@@ -79,9 +79,10 @@ class RocksStore:
         raw = [k.encode() for k in keys]
         return get_by_partition(dbs.__getitem__, [partition_of(k, self.partitions) for k in raw], raw)
 
-    def put(self, key: str, value: bytes, context: Any) -> None:
-        raw = key.encode()
-        self._staged.setdefault(partition_of(raw, self.partitions), []).append((raw, value))
+    def put_many(self, items: Sequence[tuple[str, bytes]], context: Any) -> None:
+        for key, value in items:
+            raw = key.encode()
+            self._staged.setdefault(partition_of(raw, self.partitions), []).append((raw, value))
 
     def flush(self) -> None:
         staged, self._staged = self._staged, {}
@@ -115,8 +116,7 @@ def fill(folder: Path, states: int, partitions: int, cache_mb: int, model_versio
                              np.zeros(layout.products, np.float32))
         chunk["hidden"] = rng.standard_normal((n, layout.hidden_size), dtype=np.float32)
         chunk["last_offset"] = np.arange(lo, lo + n)
-        for i, value in enumerate(layout.dump(chunk)):
-            store.put(customer_key(lo + i).decode(), value, None)
+        store.put_many([(customer_key(lo + i).decode(), value) for i, value in enumerate(layout.dump(chunk))], None)
         store.flush()
         progress.update(n)
     progress.close()

@@ -123,8 +123,8 @@ class TableStore:
     def get_many(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]:
         return _get_by_partition(self.states, keys, contexts)
 
-    def put(self, key: str, value: bytes, context: Any) -> None:
-        self._staged.setdefault(context.partition, []).append((key.encode(), value))
+    def put_many(self, items: Sequence[tuple[str, bytes]], context: Any) -> None:
+        self._staged.setdefault(context.partition, []).extend([(key.encode(), value) for key, value in items])
 
     async def flush(self) -> None:
         """Write the staged states to their partitions' databases and changelog partitions.

@@ -242,6 +242,13 @@ class _Consumer(faust_aiokafka.Consumer):
                     continue
                 committed = self._committed_offset[tp]
                 index, acked = self._acked_index[tp], self._acked[tp]
+                new = set(taken)
+                if len(new) == len(taken) and index.isdisjoint(new) and (committed is None or min(new) >= committed):
+                    # The usual batch: offsets not acked before, none twice, none committed; at once.
+                    index.update(new)
+                    acked.extend(taken)
+                    self._n_acked += len(taken)
+                    continue
                 for offset in taken:
                     if (committed is None or offset >= committed) and offset not in index:
                         index.add(offset)

@@ -41,7 +41,7 @@ class Inbound(NamedTuple):
 
 class StateStore(Protocol):
     def get_many(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]: ...
-    def put(self, key: str, value: bytes, context: Any) -> None: ...
+    def put_many(self, items: Sequence[tuple[str, bytes]], context: Any) -> None: ...
     def erase(self, key: str, context: Any) -> None: ...
     def opted_out(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bool]: ...
     def opt_out(self, key: str, context: Any) -> None: ...
@@ -55,7 +55,7 @@ class Outcome:
     action_names: Counter = field(default_factory=Counter)
     trigger_times_ms: list[int] = field(default_factory=list)  # event time of each action's trigger
     step_seconds: float = 0.0  # time spent in model steps
-    writes: list[tuple[str, bytes, Any]] = field(default_factory=list)  # (customer, state, context) to store
+    writes: dict[Any, list[tuple[str, bytes]]] = field(default_factory=dict)  # context -> (customer, state)s
 
 
 class Engine:
@@ -124,7 +124,8 @@ class Engine:
         self._step(stepping, [messages[p] for p in taken.tolist()], [touchpoints[p] for p in taken.tolist()],
                    offsets[taken], states, now_ms, out)
         values = self.layout.dump(states[stepping.rows])
-        out.writes = [(customers[c], value, contexts[c]) for c, value in zip(stepping.rows.tolist(), values)]
+        for c, value in zip(stepping.rows.tolist(), values):
+            out.writes.setdefault(contexts[c], []).append((customers[c], value))
 
     def _step(self, stepping: Plan, messages: list[Inbound], events: list[Touchpoint], offsets: np.ndarray,
               states: np.ndarray, now_ms: int, out: Outcome) -> None:
@@ -174,6 +175,6 @@ class Engine:
         emitted again, while one stored twice is dropped downstream by its id. States of partitions this worker
         no longer `owned` (a rebalance moved them meanwhile) are not written: their new owner redoes the work
         from the last committed offset, and a late write here would land after its writes in the changelog."""
-        for customer, value, context in outcome.writes:
+        for context, items in outcome.writes.items():
             if owned(context):
-                store.put(customer, value, context)
+                store.put_many(items, context)

@@ -25,9 +25,10 @@ class MemoryStore:
     def get_many(self, keys: Sequence[str], contexts: Sequence[Any]) -> list[bytes | None]:
         return [self.values.get(k) for k in keys]
 
-    def put(self, key: str, value: bytes, context: Any) -> None:
-        self.values[key] = value
-        self.partition_of[key] = context
+    def put_many(self, items: Sequence[tuple[str, bytes]], context: Any) -> None:
+        for key, value in items:
+            self.values[key] = value
+            self.partition_of[key] = context
 
     def erase(self, key: str, context: Any) -> None:
         self.values.pop(key, None)
@@ -170,7 +171,8 @@ def reference(settings: Any, *phases: Sequence[Inbound]) -> tuple[Any, MemorySto
         merged.counts.update(out.counts)
         merged.action_names.update(out.action_names)
         merged.trigger_times_ms += out.trigger_times_ms
-        merged.writes += out.writes
+        for context, items in out.writes.items():
+            merged.writes.setdefault(context, []).extend(items)
     return engine, store, merged
 
 

@@ -76,25 +76,41 @@ def test_the_worker_freezes_its_start_up_heap_and_collects_young_objects_rarely(
         gc.set_threshold(*before)
 
 
-def test_a_taken_batch_holds_off_the_revocation_until_its_acks_make_its_offsets_committable():
+def _ack(batches: list[tuple[int, ...]], committed: int) -> tuple[list[int], list[int], int, int | None]:
+    """Offsets of the input partition 3 taken and acked batch by batch, after a commit at `committed`: the
+    unacked entries faust's wait_empty waits for after each take and after its ack, the acked offsets, their
+    count, and the offset the next commit would write."""
     settings = load({}, {})
     engine = SimpleNamespace(model=SimpleNamespace(version="test"))
     tp = TP(settings.input_topic, 3)
 
-    async def scenario() -> tuple[int, list[int], int, int, int | None]:
+    async def scenario() -> tuple[list[int], list[int], int, int | None]:
         app = create_app(settings, engine)
         await app.topics._update_indices()  # what the worker's start does: acks on for the input topics
         consumer = app.consumer
-        consumer._committed_offset[tp] = 10
-        # 9 is below the committed offset, 11 came twice (a redelivery), 12 is still on its way
-        batch = [Inbound(tp.topic, tp.partition, offset, b"c1", b"{}", tp) for offset in (9, 10, 11, 11, 13)]
-        taken = consumer.track_batch(len(batch))
-        pending = len(consumer._unacked_messages)  # what faust's wait_empty waits for at a revocation
-        consumer.ack_batch(taken, batch)
-        acked = sorted(consumer._acked[tp])
-        return pending, acked, consumer._n_acked, len(consumer._unacked_messages), consumer._new_offset(tp)
+        consumer._committed_offset[tp] = committed
+        pending = []
+        for offsets in batches:
+            batch = [Inbound(tp.topic, tp.partition, offset, b"c1", b"{}", tp) for offset in offsets]
+            taken = consumer.track_batch(len(batch))
+            pending.append(len(consumer._unacked_messages))
+            consumer.ack_batch(taken, batch)
+            pending.append(len(consumer._unacked_messages))
+        return pending, sorted(consumer._acked[tp]), consumer._n_acked, consumer._new_offset(tp)
 
-    pending, acked, counted, left, commit = asyncio.run(scenario())
-    assert pending == 1 and left == 0
+    return asyncio.run(scenario())
+
+
+def test_a_taken_batch_holds_off_the_revocation_until_its_acks_make_its_offsets_committable():
+    # 9 is below the committed offset, 11 came twice (a redelivery), 12 is still on its way
+    pending, acked, counted, commit = _ack([(9, 10, 11, 11, 13)], committed=10)
+    assert pending == [1, 0]
     assert acked == [10, 11, 13] and counted == 3
     assert commit == 12  # 10 and 11 follow the committed offset; 13 waits for 12
+
+
+def test_batches_of_new_offsets_are_acked_whole_and_a_batch_with_an_acked_one_offset_by_offset():
+    pending, acked, counted, commit = _ack([(10, 11, 12), (13, 15, 14), (15, 16)], committed=10)
+    assert pending == [1, 0, 1, 0, 1, 0]
+    assert acked == [10, 11, 12, 13, 14, 15, 16] and counted == 7  # 15 once
+    assert commit == 17

@@ -65,7 +65,7 @@ def test_redelivered_messages_change_nothing_and_emit_nothing(model, policy):
     before = dict(store.values)
     again = engine.process(messages, store, now_ms=0)
     engine.save(again, store)
-    assert again.writes == []
+    assert again.writes == {}
     assert actions and again.actions == []
     assert again.counts["duplicates_skipped"] == len(messages)
     assert store.values == before
