@@ -110,7 +110,7 @@ class LoadedModel:
         times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
         prev = np.roll(times, 1)
         prev[starts] = prev_event_time_ms
-        cats, nums = encode.encode(events, prev, self.vocab)
+        cats, nums = encode.encode(events, times, prev, self.vocab)
         running = np.cumsum(encode.type_counts(cats[:, 0], self.config.n_event_types), axis=0)
         before = np.where(starts[:, None] > 0, running[starts - 1], 0)  # each row's share of the cumsum excluded
         counts = counts[row] + running - before[row]
@@ -152,7 +152,7 @@ class LoadedModel:
             return np.zeros((0, self.hidden_size), np.float32), np.zeros((0, len(self.products)), np.float32)
         times = np.array([e.event_time_ms for e in events], dtype=np.int64)
         prev = np.concatenate([[0], times[:-1]])
-        cats, nums = encode.encode(events, prev, self.vocab)
+        cats, nums = encode.encode(events, times, prev, self.vocab)
         counts = np.cumsum(encode.type_counts(cats[:, 0], self.config.n_event_types), axis=0)
         with torch.inference_mode():
             states = self.net(torch.from_numpy(cats)[None], torch.from_numpy(nums)[None])[0]  # (T, H)

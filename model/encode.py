@@ -81,7 +81,7 @@ def values(events: Sequence[Touchpoint]) -> np.ndarray:
     return np.array([np.nan if e.value is None else e.value for e in events], dtype=np.float64)
 
 
-def encode(events: Sequence[Touchpoint], prev_time_ms: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
-    """Ids (B, 3) and numbers (B, N_NUMERIC) for a batch of touchpoints."""
-    times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
+def encode(events: Sequence[Touchpoint], times: np.ndarray, prev_time_ms: np.ndarray,
+           vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """Ids (B, 3) and numbers (B, N_NUMERIC) for a batch of touchpoints at event `times` (B,)."""
     return categorical(events, vocab), numeric(times, prev_time_ms, values(events))

@@ -35,11 +35,13 @@ class Vocabulary:
     _channel_ids: dict[str, int] = field(init=False, repr=False, compare=False)
     _event_type_ids: dict[str, int] = field(init=False, repr=False, compare=False)
     _product_ids: dict[str, int] = field(init=False, repr=False, compare=False)
+    _known_item_ids: dict[str | None, int] = field(init=False, repr=False, compare=False)  # None and the products
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_channel_ids", {c: i + 1 for i, c in enumerate(self.channels)})
         object.__setattr__(self, "_event_type_ids", {e: i + 1 for i, e in enumerate(self.event_types)})
         object.__setattr__(self, "_product_ids", {p: i + 1 for i, p in enumerate(self.products)})
+        object.__setattr__(self, "_known_item_ids", {None: 0, **self._product_ids})
 
     @property
     def n_channels(self) -> int:
@@ -67,7 +69,11 @@ class Vocabulary:
                            count=len(event_types))
 
     def item_ids(self, items: Sequence[str | None]) -> np.ndarray:
-        return np.fromiter(map(self.item_id, items), dtype=np.int64, count=len(items))
+        """Ids of `items`: "no item" and products by a lookup of all at once, other items one by one."""
+        ids = np.fromiter(map(self._known_item_ids.get, items, repeat(-1)), dtype=np.int64, count=len(items))
+        for i in np.flatnonzero(ids < 0).tolist():
+            ids[i] = self.item_id(items[i])
+        return ids
 
     def item_id(self, item: str | None) -> int:
         if item is None:
