@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from faust.stores.rocksdb import RocksDBOptions
 from tqdm import tqdm
 
-from streams.app import (OPTED_OUT, get_by_partition, rocksdb_options, settle_garbage_collector,
+from streams.app import (OPTED_OUT, StaggeredOptions, get_by_partition, rocksdb_options, settle_garbage_collector,
                          write_by_partition)
 from streams.state import StateLayout
 
@@ -48,7 +47,7 @@ def shipped_policy(model: LoadedModel) -> Policy:
 
 def open_databases(folder: Path, table: str, partitions: int, cache_mb: int) -> list[Any]:
     """One database per partition, as faust's RocksDB store opens them, with the same options class."""
-    options = RocksDBOptions(**rocksdb_options(cache_mb))
+    options = StaggeredOptions(**rocksdb_options(cache_mb))
     return [options.open(folder / f"{table}-{p}.db") for p in range(partitions)]
 
 

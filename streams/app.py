@@ -9,8 +9,9 @@ Design (faust-streaming 0.15.3, aiokafka transport):
   batch does not have (faust-streaming issue 497). The store adapter below reads and writes each customer's
   state on the partition of the batch's own message of that customer, straight on the table's per-partition
   RocksDB database and changelog partition in batches, and makes an event of that message's partition the
-  current event for the rare consent writes through the table API. So each state lands in the RocksDB database and changelog partition of
-  the input partition it came from.
+  current event for the rare consent writes through the table API. So each state lands in the RocksDB database
+  and changelog partition of the input partition it came from. Each partition's database has a write buffer of its
+  own size (`StaggeredOptions`), so that the partitions do not flush and compact all at once.
 - The state and consent tables are co-partitioned with the input topic (same partition count, same key bytes).
 - The consumer is faust's, with its seek, standby-seek and delivery loop repaired.
 """
@@ -18,6 +19,7 @@ Design (faust-streaming 0.15.3, aiokafka transport):
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import logging
 import shutil
@@ -31,6 +33,7 @@ from typing import Any
 
 import faust
 from faust.events import Event
+from faust.stores.rocksdb import RocksDBOptions
 from faust.streams import _current_event  # the context variable faust's tables read the partition from
 from faust.types import TP, Message
 from rocksdict import WriteBatch, WriteOptions
@@ -171,12 +174,36 @@ class TableStore:
             self.consent[key.encode()] = OPTED_OUT
 
 
-# Every partition's states arrive at about the same rate, so their write buffers fill and flush together: at 16 MiB,
-# 12 flushes at once every 12-14 s at 12,000-15,000 touchpoints/s (RocksDB's logs), the worst seconds of latency in
-# probe runs. 4 MiB was tried: in two interleaved probe pairs at 14,926/s its p99 was 113 and 132 ms against 152 and
-# 364, but the full benchmark gave 8% less throughput (27,424 against 29,851/s) and the same p99 (126 ms, at its
-# lower half-maximum rate), so it stays at 16.
+# The mean write buffer of a state partition. 4 MiB was tried against the flushes below: in two interleaved probe
+# pairs at 14,926/s its p99 was 113 and 132 ms against 152 and 364, but the full benchmark gave 8% less throughput
+# (27,424 against 29,851/s) and the same p99 (126 ms, at its lower half-maximum rate), so it stays at 16.
 WRITE_BUFFER_MB = 16
+
+
+def staggered_write_buffer(mean_bytes: int, partition: int) -> int:
+    """A partition's write buffer: from 3/4 to 5/4 of the mean, partitions spread over that range by the golden ratio.
+
+    Every partition's states arrive at about the same rate. With one size, their buffers filled and flushed together
+    (12 flushes at once every 12-14 s at 12,000-16,000 touchpoints/s), and every fourth time the 12 databases
+    compacted together, seconds of one core's work beside the worker: the worst seconds of latency (RocksDB's logs
+    against the latency of each second, issue 8: p50 of 183-399 ms in those seconds, 40-60 ms in the others).
+    Buffers of different sizes fill at different times, so flushes and compactions come one partition at a time.
+
+    >>> [staggered_write_buffer(1000, p) for p in range(4)]
+    [750, 1059, 868, 1177]
+    """
+    return int(mean_bytes * (0.75 + 0.5 * (partition * 0.6180339887498949 % 1.0)))
+
+
+class StaggeredOptions(RocksDBOptions):
+    """faust's RocksDB options, each partition's database opened with its `staggered_write_buffer`. faust opens a
+    table's database of partition p at `<table>-<p>.db`."""
+
+    def open(self, path: Path, *, read_only: bool = False) -> Any:
+        options = copy.copy(self)
+        partition = int(path.name.removesuffix(".db").rsplit("-", 1)[1])
+        options.write_buffer_size = staggered_write_buffer(self.write_buffer_size, partition)
+        return RocksDBOptions.open(options, path, read_only=read_only)
 
 
 def rocksdb_options(cache_mb: int, write_buffer_mb: int = WRITE_BUFFER_MB) -> dict[str, int]:
@@ -225,8 +252,10 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
     inbound = app.topic(settings.input_topic, settings.consent_topic, partitions=settings.partitions, **raw)
     table = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions}
     # The consent table holds a byte per opted-out customer: it gets a small memory budget of its own.
-    store = TableStore(app, app.Table(STATE_TABLE, options=rocksdb_options(settings.rocksdb_cache_mb), **table),
-                       app.Table(CONSENT_TABLE, options=rocksdb_options(4, write_buffer_mb=4), **table))
+    states = app.Table(STATE_TABLE, options=rocksdb_options(settings.rocksdb_cache_mb), **table)
+    data = states.data  # faust's RocksDB Store, which opens each partition's database with `rocksdb_options`
+    data.rocksdb_options = StaggeredOptions(**data.options, use_rocksdict=data.use_rocksdict)  # type: ignore
+    store = TableStore(app, states, app.Table(CONSENT_TABLE, options=rocksdb_options(4, write_buffer_mb=4), **table))
 
     app.topics.add(inbound)  # subscribed and acked like an agent's topic; its messages go to the inbox
 

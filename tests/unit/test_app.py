@@ -8,8 +8,8 @@ import faust
 from faust.types import TP
 
 from streams import topics
-from streams.app import (CLEAN_STOP, GC_YOUNG_THRESHOLD, create_app, discard_state_after_crash,
-                         settle_garbage_collector)
+from streams.app import (CLEAN_STOP, GC_YOUNG_THRESHOLD, StaggeredOptions, create_app, discard_state_after_crash,
+                         settle_garbage_collector, staggered_write_buffer)
 from streams.consumer import FETCH_MIN_BYTES, readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
@@ -114,3 +114,16 @@ def test_batches_of_new_offsets_are_acked_whole_and_a_batch_with_an_acked_one_of
     assert pending == [1, 0, 1, 0, 1, 0]
     assert acked == [10, 11, 12, 13, 14, 15, 16] and counted == 7  # 15 once
     assert commit == 17
+
+
+def test_state_partitions_get_write_buffers_of_different_sizes_around_the_mean(tmp_path):
+    sizes = [staggered_write_buffer(16 * 2**20, p) for p in range(12)]
+    assert len(set(sizes)) == 12 and all(12 * 2**20 <= s <= 20 * 2**20 for s in sizes)
+    assert abs(sum(sizes) / 12 - 16 * 2**20) < 2**20
+    app = create_app(load({}, {}), SimpleNamespace(model=SimpleNamespace(version="test")))
+    data = app.tables[STATE_TABLE].data
+    assert isinstance(data.rocksdb_options, StaggeredOptions)
+    db = data.rocksdb_options.open(tmp_path / f"{STATE_TABLE}-7.db")  # opened as faust names partition 7's
+    db.put(b"k", b"v")
+    assert db.get(b"k") == b"v"
+    db.close()

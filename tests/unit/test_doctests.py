@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["streams.batch", "streams.decide", "streams.decode", "streams.demo", "streams.emit", "streams.metrics"]
+MODULES = ["streams.app", "streams.batch", "streams.decide", "streams.decode", "streams.demo", "streams.emit", "streams.metrics"]
 
 
 @pytest.mark.parametrize("name", MODULES)
