@@ -132,8 +132,8 @@ def markdown(e: dict[str, Any]) -> str:
     lines += [
         "",
         f"States of the real layout ({e['state_bytes']:,} bytes) are written into {e['partitions']} RocksDB "
-        "databases opened with the worker's options (faust's RocksDBOptions with the table options of "
-        "streams/app.py); then a fresh process loads the model, opens them and runs `Engine.process` over batches "
+        "databases opened with the worker's options (`StaggeredOptions`, faust's RocksDBOptions with the table "
+        "options of streams/app.py and a write buffer per partition); then a fresh process loads the model, opens them and runs `Engine.process` over batches "
         f"of touchpoints of random customers ({e['states_engine_events']:,} touchpoints, reads and writes); its "
         "VmHWM is the RSS column, so it includes Python, torch and the model (not Faust or Kafka clients). "
         "RocksDB's share is bounded by the block caches (one per partition, `--rocksdb-cache-mb` each) and "

@@ -123,7 +123,9 @@ def test_state_partitions_get_write_buffers_of_different_sizes_around_the_mean(t
     app = create_app(load({}, {}), SimpleNamespace(model=SimpleNamespace(version="test")))
     data = app.tables[STATE_TABLE].data
     assert isinstance(data.rocksdb_options, StaggeredOptions)
-    db = data.rocksdb_options.open(tmp_path / f"{STATE_TABLE}-7.db")  # opened as faust names partition 7's
-    db.put(b"k", b"v")
-    assert db.get(b"k") == b"v"
-    db.close()
+    path = tmp_path / f"{STATE_TABLE}-7.db"  # as faust names partition 7's database
+    data.rocksdb_options.open(path).close()
+    written = (sorted(path.glob("OPTIONS-*"))[-1]).read_text()  # the options RocksDB opened it with
+    mean = data.rocksdb_options.write_buffer_size
+    assert f"\n  write_buffer_size={staggered_write_buffer(mean, 7)}\n" in written
+    assert staggered_write_buffer(mean, 7) != mean
