@@ -27,6 +27,8 @@ from tqdm import tqdm
 
 from streams.app import (OPTED_OUT, StaggeredOptions, get_by_partition, rocksdb_options, settle_garbage_collector,
                          write_by_partition)
+from streams import cache
+from streams.settings import Settings
 from streams.state import StateLayout
 
 if TYPE_CHECKING:
@@ -132,7 +134,10 @@ def _engine_job(folder: Path, states: int, partitions: int, cache_mb: int, model
     from streams.worker import Engine, Inbound
 
     model = load(model_path)
-    engine = Engine(model, shipped_policy(model), "consent")
+    policy = shipped_policy(model)
+    # The worker's default cache size: its memory counts; random customers of millions seldom meet it again.
+    cached = cache.capacity(Settings().state_cache_mb, StateLayout.of(model, len(policy.actions)))
+    engine = Engine(model, policy, "consent", cached_states=cached)
     store = RocksStore(folder, partitions, cache_mb)
     settle_garbage_collector()  # as the worker runs
     rng = np.random.default_rng(1)

@@ -14,6 +14,9 @@ Design (faust-streaming 0.15.3, aiokafka transport):
   own size (`StaggeredOptions`), so that the partitions do not flush and compact all at once.
 - The state and consent tables are co-partitioned with the input topic (same partition count, same key bytes).
 - The consumer is faust's, with its seek, standby-seek and delivery loop repaired.
+- The engine keeps recent states in memory and writes a changed one to the store `state_write_delay` seconds later
+  (streams/cache.py). A batch's messages are acked once all its states are written (`Acks`); an idle engine
+  writes them all, so that a rebalance's or a stop's wait for acks ends with everything written and committed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import shutil
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -38,11 +42,13 @@ from faust.streams import _current_event  # the context variable faust's tables 
 from faust.types import TP, Message
 from rocksdict import WriteBatch, WriteOptions
 
-from streams import health, metrics, record_batches
-from streams.consumer import Transport
+from streams import cache, health, metrics, record_batches
+from streams.consumer import InFlight, Transport
 from streams.emit import dead_letter_headers
+from streams.errors import UsageError
 from streams.inbox import Inbox
 from streams.settings import Settings
+from streams.state import StateLayout
 from streams.topics import CONSENT_TABLE, STATE_TABLE
 from streams.worker import Engine, Inbound
 
@@ -256,6 +262,7 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
     data = states.data  # faust's RocksDB Store, which opens each partition's database with `rocksdb_options`
     data.rocksdb_options = StaggeredOptions(**data.options, use_rocksdict=data.use_rocksdict)  # type: ignore
     store = TableStore(app, states, app.Table(CONSENT_TABLE, options=rocksdb_options(4, write_buffer_mb=4), **table))
+    acks = Acks(app)
 
     app.topics.add(inbound)  # subscribed and acked like an agent's topic; its messages go to the inbox
 
@@ -263,7 +270,10 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
     async def engine_loop() -> None:
         try:
             while not app.should_stop:
-                await process_batch(app, engine, store, settings, await inbox.take())
+                # Idle with batches waiting to be acked: an empty batch writes their states (a rebalance or a stop
+                # waits for their acks, and the inbox gets nothing meanwhile).
+                idle = settings.batch_timeout if acks.waiting else None
+                await process_batch(app, engine, store, settings, await inbox.take(idle), acks)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # as an agent would: the worker stops rather than skip the batch
@@ -271,6 +281,10 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def persist_states(sender: faust.App, **kwargs: Any) -> None:
+        # The engine loop writes the cache's changes while the stop waits for acks, unless it ended before: then
+        # they are written here, ahead of their offsets' commit, which redeliveries skip.
+        engine.write_all(store)
+        await store.flush()
         store.persist()
 
     health.install(app, (settings.input_topic, settings.consent_topic))
@@ -278,11 +292,53 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
     return app
 
 
+class Acks:
+    """Batches whose messages wait to be acked until every state they changed is written, in order.
+
+    After a rebalance the cache keeps only the states of partitions still assigned. If it dropped unwritten ones
+    (a rebalance that did not wait for acks), the waiting batches are let go unacked: faust seeks every assigned
+    partition back to its committed offset after a rebalance, so their touchpoints come again, and those whose
+    states were written are skipped as redeliveries."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self.generation = app.consumer_generation_id
+        self._waiting: deque[tuple[int, InFlight, list[Inbound]]] = deque()
+
+    def after_rebalance(self, engine: Engine) -> None:
+        if self.app.consumer_generation_id == self.generation:
+            return
+        self.generation = self.app.consumer_generation_id
+        assigned = self.app.consumer.assignment()
+        if engine.cache.keep(lambda tp: tp in assigned):
+            while self._waiting:
+                self.app.consumer.release_batch(self._waiting.popleft()[1])
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._waiting)
+
+    def hold(self, epoch: int, taken: InFlight, batch: list[Inbound]) -> None:
+        self._waiting.append((epoch, taken, batch))
+
+    def ack_written(self, written_before: int) -> None:
+        while self._waiting and self._waiting[0][0] < written_before:
+            _, taken, batch = self._waiting.popleft()
+            self.app.consumer.ack_batch(taken, batch)
+
+
 async def process_batch(app: faust.App, engine: Engine, store: TableStore, settings: Settings,
-                        batch: list[Inbound]) -> None:
+                        batch: list[Inbound], acks: Acks) -> None:
     """One micro-batch: the engine's outcome, its actions and dead letters acknowledged by Kafka, then the states
-    that mark its touchpoints applied, then the messages acked for the commit."""
+    that mark its touchpoints applied kept and those due written, then the messages whose states are all written
+    acked for the commit. An empty batch (the inbox was idle) writes every state."""
     consumer = app.consumer
+    acks.after_rebalance(engine)
+    if not batch:
+        engine.write_all(store)
+        await store.flush()
+        acks.ack_written(engine.written_before())
+        return
     taken = consumer.track_batch(len(batch))
     started = time.perf_counter()
     outcome = engine.process(batch, store, now_ms=int(time.time() * 1000))
@@ -295,7 +351,8 @@ async def process_batch(app: faust.App, engine: Engine, store: TableStore, setti
     assigned = consumer.assignment()
     engine.save(outcome, store, owned=lambda tp: tp in assigned)
     await store.flush()
-    consumer.ack_batch(taken, batch)
+    acks.hold(outcome.epoch, taken, batch)
+    acks.ack_written(engine.written_before())
     metrics.record_batch(batch, outcome, time.perf_counter() - started, now_ms=int(time.time() * 1000))
 
 
@@ -310,13 +367,18 @@ def serve(settings: Settings) -> None:
     torch.set_num_threads(settings.torch_threads)
     model = load(settings.model_path)
     policy = load_policy(settings.policy_path, model.products)
+    cached = cache.capacity(settings.state_cache_mb, StateLayout.of(model, len(policy.actions)))
+    if cached < 2 * settings.batch_size:
+        raise UsageError(f"state_cache_mb: {settings.state_cache_mb} MiB holds {cached:,} states, fewer than two "
+                         f"batches ({2 * settings.batch_size:,}); raise it or lower batch_size")
     topics.ensure(settings)
     print(f"lam worker: model {model.version} ({settings.model_path}), {len(policy.actions)} actions\n"
           f"{settings.describe()}", flush=True)
     if discard_state_after_crash(settings.data_dir):
         print(f"lam worker: the last stop was not clean; local state in {settings.data_dir} discarded, "
               f"recovering it from the changelogs", flush=True)
-    app = create_app(settings, Engine(model, policy, settings.consent_topic))
+    engine = Engine(model, policy, settings.consent_topic, cached_states=cached, write_delay=settings.state_write_delay)
+    app = create_app(settings, engine)
     settle_garbage_collector()
     Worker(app, settings.data_dir, loglevel="warning", quiet=True).execute_from_commandline()
 

@@ -230,6 +230,13 @@ class _Consumer(faust_aiokafka.Consumer):
         self._unacked_messages.add(token)  # type: ignore[arg-type]  # faust reads only `acked` and `refcount`
         return token
 
+    def release_batch(self, token: InFlight) -> None:
+        """Stop waiting for the batch `token` stands for, without acking its messages: they are read again."""
+        with ack_lock:
+            token.acked = True
+            self._unacked_messages.discard(token)  # type: ignore[arg-type]
+            notify(self._waiting_for_ack)
+
     def ack_batch(self, token: InFlight, messages: Sequence[Inbound]) -> None:
         """faust's `ack` for each input message of the batch `token` stands for, and then for the batch: the
         offsets become committable once consecutive (with those of earlier batches)."""
@@ -254,9 +261,7 @@ class _Consumer(faust_aiokafka.Consumer):
                         index.add(offset)
                         acked.append(offset)
                         self._n_acked += 1
-            token.acked = True
-            self._unacked_messages.discard(token)  # type: ignore[arg-type]
-            notify(self._waiting_for_ack)
+        self.release_batch(token)
 
 
 class InFlight:

@@ -78,12 +78,20 @@ class Inbox:
         await self._flow_control.acquire()
         await self.put(message)
 
-    async def take(self) -> list[Any]:
+    async def take(self, idle: float | None = None) -> list[Any]:
         """The next batch, as soon as it is full, or has a message and `within` seconds have passed since the last
-        one was taken."""
+        one was taken; empty if no message came for `idle` seconds (None: wait for one)."""
         loop = asyncio.get_running_loop()
+        idle_until = None if idle is None else loop.time() + idle
         while len(self._messages) < self.batch_size:
-            left = self._taken_at + self.within - loop.time() if self._messages else None
+            if self._messages:
+                left = self._taken_at + self.within - loop.time()
+            elif idle_until is None:
+                left = None
+            else:
+                left = idle_until - loop.time()
+                if left <= 0:
+                    return []
             if left is not None and left <= 0:
                 break
             self._arrived.clear()

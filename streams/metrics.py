@@ -36,6 +36,8 @@ SKIPPED = Counter("lam_touchpoints_skipped_total", "Decoded touchpoints not appl
                   "at or below the stored offset) or 'opted_out'", ["reason"])
 DEAD_LETTERS = Counter("lam_dead_letters_total", "Messages sent to the dead-letter topic, by the field that was "
                        "wrong", ["reason"])
+STATE_READS = Counter("lam_state_reads_total", "Customer states a batch read: 'cache' from the worker's memory, "
+                      "'store' from RocksDB", ["source"])
 OPT_OUTS = Counter("lam_opt_outs_total", "Consent opt-outs applied (state erased, no more actions)")
 ACTIONS = Counter("lam_actions_emitted_total", "Next-best actions emitted, by policy action", ["action"])
 BATCH_MESSAGES = Histogram("lam_batch_messages", "Messages per micro-batch", buckets=_BATCH_BUCKETS)
@@ -98,6 +100,8 @@ def record_batch(batch: Sequence[Inbound], outcome: Outcome, seconds: float, now
     SKIPPED.labels("duplicate").inc(counts["duplicates_skipped"])
     SKIPPED.labels("opted_out").inc(counts["opted_out_skipped"])
     OPT_OUTS.inc(counts["opt_outs"])
+    STATE_READS.labels("cache").inc(counts["cache_hits"])
+    STATE_READS.labels("store").inc(counts["cache_misses"])
     for _, reason in outcome.dead_letters:
         DEAD_LETTERS.labels(reason_label(reason)).inc()
     for action, n in outcome.action_names.items():

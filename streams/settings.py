@@ -52,6 +52,11 @@ class Settings:
     # 12 x 64 MiB of cache made a worker peak at 1.6 GB over 2M touchpoints of 200,000 customers; 12 x 24 MiB at
     # 1.1 GB, at 23,722 vs 24,578 events/s (within run-to-run noise). Raise it when a partition's hot states outgrow it.
     rocksdb_cache_mb: int = _setting(24, "RocksDB block cache per state partition (MiB)")
+    # streams/cache.py. 128 MiB holds ~150,000 states of the shipped layout (898 bytes).
+    state_cache_mb: int = _setting(128, "memory for the customer states a worker keeps between batches (MiB); "
+                                        "reads of them skip RocksDB")
+    state_write_delay: float = _setting(1.0, "seconds a changed state may stay in memory before it is written to "
+                                             "RocksDB and its changelog; offsets are committed after")
     # torch's default, a thread per core, made a worker at 2,000 touchpoints/s busy 0.74 cores instead of 0.38
     # (measured): its idle threads spin between the small steps of a micro-batch, on cores the broker needs.
     # Workers scale out as processes in the consumer group, not as threads inside one.
@@ -130,13 +135,15 @@ def _validate(s: Settings) -> None:
     if not 1 <= s.broker_port <= 65534:
         raise UsageError(f"broker_port: expected 1..65534, got {s.broker_port} "
                          f"({flag_name('broker_port')} / {env_name('broker_port')})")
-    for name in ("partitions", "batch_size", "web_port", "lag_exporter_port", "torch_threads"):
+    for name in ("partitions", "batch_size", "web_port", "lag_exporter_port", "torch_threads", "state_cache_mb"):
         if getattr(s, name) < 1:
             raise UsageError(f"{name}: expected >= 1, got {getattr(s, name)} ({flag_name(name)} / {env_name(name)})")
     if s.lag_timeout <= 0:
         raise UsageError(f"lag_timeout: expected > 0 seconds, got {s.lag_timeout}")
     if s.session_timeout < 1:
         raise UsageError(f"session_timeout: expected >= 1 second, got {s.session_timeout}")
+    if s.state_write_delay < 0:
+        raise UsageError(f"state_write_delay: expected >= 0 seconds, got {s.state_write_delay}")
     if s.batch_timeout <= 0:
         raise UsageError(f"batch_timeout: expected > 0 seconds, got {s.batch_timeout}")
     if s.broker_start_timeout <= 0:

@@ -179,6 +179,21 @@ def _dtype(h: int, p: int, e: int, a: int) -> np.dtype:
     ])
 
 
+def _records(states: np.ndarray) -> np.ndarray:
+    return states.view(np.dtype((np.void, states.dtype.itemsize)))
+
+
+def take_rows(states: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`states[rows]`, copied as whole records: numpy copies a structured array field by field, 5-10x slower
+    (measured: 1,044 against 173 µs for 1,500 states)."""
+    return _records(states)[rows].view(states.dtype)
+
+
+def put_rows(states: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """`states[rows] = values`, copied as whole records (see `take_rows`)."""
+    _records(states)[rows] = _records(values)
+
+
 def ring_names(names: Sequence[str], field: str) -> np.ndarray:
     """`names` as the reason ring's `field` ("ring_type", "ring_channel") holds them: UTF-8, cut to its width.
     Each distinct name is encoded once: a batch has a handful of event types and channels."""

@@ -1,7 +1,7 @@
 """The hot path: one batch of Kafka messages in, state updates, actions and dead letters out.
 
-    decode -> plan by customer -> load states -> skip redeliveries -> step (batched) -> per round: store, decide,
-    emit -> save
+    decode -> plan by customer -> load states (cache, then store) -> skip redeliveries -> step (batched) -> per
+    round: store, decide, emit -> save (into the cache, which writes them to the store in time)
 
 `Engine.process` is a plain function of the batch and a `StateStore`, so it runs the same under Faust (streams/app.py
 adapts a Faust table to StateStore) and in unit tests and benchmarks without a broker.
@@ -19,11 +19,12 @@ import numpy as np
 
 from model.artifact import LoadedModel
 from streams.batch import Plan, customer_index, plan
+from streams.cache import StateCache
 from streams.contract import Touchpoint
 from streams.decide import Policy, apply_feedback, decide
 from streams.decode import Rejected, decode, decode_consent
 from streams.emit import Trigger, action_event
-from streams.state import StateLayout, ring_names
+from streams.state import StateLayout, put_rows, ring_names, take_rows
 from streams.step import apply_round, step_batch
 
 
@@ -55,23 +56,37 @@ class Outcome:
     action_names: Counter = field(default_factory=Counter)
     trigger_times_ms: list[int] = field(default_factory=list)  # event time of each action's trigger
     step_seconds: float = 0.0  # time spent in model steps
-    writes: dict[Any, list[tuple[str, bytes]]] = field(default_factory=dict)  # context -> (customer, state)s
+    epoch: int = 0  # the batch's number in the engine's state cache
+    customers: list[str] = field(default_factory=list)  # customers whose state changed, with ...
+    contexts: list[Any] = field(default_factory=list)  # ... the context their state is stored under ...
+    states: np.ndarray | None = None  # ... and their new states, in the same order
+
+
+# Enough for the unit tests and benchmarks that do not set it; the worker's comes from its settings.
+CACHED_STATES = 4096
 
 
 class Engine:
+    """The hot path over a `StateStore`, through a cache of `cached_states` states written to the store
+    `write_delay` seconds after they change (streams/cache.py; 0: at each `save`)."""
+
     def __init__(self, model: LoadedModel, policy: Policy, consent_topic: str,
-                 purchase_types: frozenset[str] = frozenset({"purchase", "offer_accepted"})) -> None:
+                 purchase_types: frozenset[str] = frozenset({"purchase", "offer_accepted"}),
+                 cached_states: int = CACHED_STATES, write_delay: float = 0.0) -> None:
         self.model = model
         self.policy = policy
         self.consent_topic = consent_topic
         self.purchase_types = purchase_types
         self.layout = StateLayout.of(model, len(policy.actions))
+        self.cache = StateCache(self.layout, cached_states, write_delay)
+        self.epoch = 0
         self._h0 = model.initial_state(1)[0]
         self._p0 = model.initial_probabilities()
         self._feedback_types = purchase_types | {"offer_declined"}  # the event types apply_feedback acts on
 
     def process(self, batch: Sequence[Inbound], store: StateStore, now_ms: int) -> Outcome:
-        out = Outcome()
+        self.epoch += 1
+        out = Outcome(epoch=self.epoch)
         messages: list[Inbound] = []
         touchpoints: list[Touchpoint] = []
         for message in batch:
@@ -100,15 +115,14 @@ class Engine:
         else:
             store.opt_out(decoded, message.context)
             store.erase(decoded, message.context)
+            self.cache.forget(decoded)
             out.counts["opt_outs"] += 1
 
     def _apply(self, messages: list[Inbound], touchpoints: list[Touchpoint], store: StateStore, now_ms: int,
                out: Outcome) -> None:
         customers, customer_of = customer_index([t.customer_id for t in touchpoints])
         contexts = [messages[p].context for p in plan(customer_of, len(customers)).last.tolist()]
-        stored = store.get_many(customers, contexts)
-        blocked = self._opted_out(customers, contexts, stored, store)
-        states = self.layout.load(stored, self.model.version, self._h0, self._p0)
+        states, blocked = self._load(customers, contexts, store, out)
         # A redelivered touchpoint (at or below the stored offset) was applied before: skip it.
         offsets = np.fromiter((m.offset for m in messages), dtype=np.int64, count=len(messages))
         fresh = offsets > states["last_offset"][customer_of]
@@ -123,9 +137,31 @@ class Engine:
         taken = positions[stepping.order]
         self._step(stepping, [messages[p] for p in taken.tolist()], [touchpoints[p] for p in taken.tolist()],
                    offsets[taken], states, now_ms, out)
-        values = self.layout.dump(states[stepping.rows])
-        for c, value in zip(stepping.rows.tolist(), values):
-            out.writes.setdefault(contexts[c], []).append((customers[c], value))
+        changed = stepping.rows.tolist()
+        out.customers, out.contexts = [customers[c] for c in changed], [contexts[c] for c in changed]
+        out.states = take_rows(states, stepping.rows)
+
+    def _load(self, customers: list[str], contexts: list[Any], store: StateStore,
+              out: Outcome) -> tuple[np.ndarray, np.ndarray]:
+        """The customers' states, from the cache or else the store, and which customers opted out."""
+        slots = self.cache.find(customers, contexts, out.epoch, store)
+        missing = np.flatnonzero(slots < 0)
+        out.counts["cache_misses"] += len(missing)
+        out.counts["cache_hits"] += len(customers) - len(missing)
+        if len(missing) == len(customers):
+            stored = store.get_many(customers, contexts)
+            return (self.layout.load(stored, self.model.version, self._h0, self._p0),
+                    self._opted_out(customers, contexts, stored, store))
+        states = np.empty(len(customers), dtype=self.layout.dtype)
+        held = slots >= 0
+        put_rows(states, held, take_rows(self.cache.rows, slots[held]))
+        blocked = np.zeros(len(customers), dtype=bool)
+        if len(missing):
+            keys, where = [customers[c] for c in missing.tolist()], [contexts[c] for c in missing.tolist()]
+            stored = store.get_many(keys, where)
+            put_rows(states, missing, self.layout.load(stored, self.model.version, self._h0, self._p0))
+            blocked[missing] = self._opted_out(keys, where, stored, store)
+        return states, blocked
 
     def _step(self, stepping: Plan, messages: list[Inbound], events: list[Touchpoint], offsets: np.ndarray,
               states: np.ndarray, now_ms: int, out: Outcome) -> None:
@@ -168,13 +204,30 @@ class Engine:
             blocked[unknown] = store.opted_out([customers[c] for c in unknown], [contexts[c] for c in unknown])
         return blocked
 
-    @staticmethod
-    def save(outcome: Outcome, store: StateStore, owned: Callable[[Any], bool] = lambda context: True) -> None:
-        """Store the batch's new states. Call it only once the batch's actions are acknowledged by Kafka: a
-        state records its touchpoints as applied, so an action lost before it was stored would never be
-        emitted again, while one stored twice is dropped downstream by its id. States of partitions this worker
-        no longer `owned` (a rebalance moved them meanwhile) are not written: their new owner redoes the work
-        from the last committed offset, and a late write here would land after its writes in the changelog."""
-        for context, items in outcome.writes.items():
-            if owned(context):
-                store.put_many(items, context)
+    def save(self, outcome: Outcome, store: StateStore, owned: Callable[[Any], bool] = lambda context: True,
+             now: float | None = None) -> None:
+        """Keep the batch's new states in the cache, and write to the store those due (`write_delay`). Call it
+        only once the batch's actions are acknowledged by Kafka: a state records its touchpoints as applied, so
+        an action lost before it was stored would never be emitted again, while one stored twice is dropped
+        downstream by its id. States of partitions this worker no longer `owned` (a rebalance moved them
+        meanwhile) are not kept: their new owner redoes the work from the last committed offset, and a late write
+        here would land after its writes in the changelog. A batch's messages may be acknowledged once
+        `written_before()` is above its epoch."""
+        customers, contexts, states = outcome.customers, outcome.contexts, outcome.states
+        kept = {context: owned(context) for context in set(contexts)}
+        if not all(kept.values()):
+            rows = [i for i, context in enumerate(contexts) if kept[context]]
+            customers, contexts = [customers[i] for i in rows], [contexts[i] for i in rows]
+            states = states[rows] if states is not None else None
+        now = time.monotonic() if now is None else now
+        if customers:
+            self.cache.put(customers, contexts, states, outcome.epoch, store, now)
+        self.cache.write_due(store, now)
+
+    def write_all(self, store: StateStore) -> None:
+        """Write every changed state the cache holds to the store (idle, or before a rebalance completes)."""
+        self.cache.write_all(store)
+
+    def written_before(self) -> int:
+        """Every state change of a batch of a lower epoch is in the store."""
+        return self.cache.written_before()

@@ -171,8 +171,6 @@ def reference(settings: Any, *phases: Sequence[Inbound]) -> tuple[Any, MemorySto
         merged.counts.update(out.counts)
         merged.action_names.update(out.action_names)
         merged.trigger_times_ms += out.trigger_times_ms
-        for context, items in out.writes.items():
-            merged.writes.setdefault(context, []).extend(items)
     return engine, store, merged
 
 

@@ -59,13 +59,29 @@ def test_batch_size_changes_nothing(model, policy):
     assert (one["last_offset"] == big["last_offset"]).all() and (one["armed"] == big["armed"]).all()
 
 
+def test_a_small_cache_with_a_long_write_delay_changes_nothing(model, policy):
+    messages = inbound(history())
+    _, plain_store, plain_actions = run(model, policy, messages, batch_size=20)
+    engine, store, actions = Engine(model, policy, "consent", cached_states=24, write_delay=5.0), MemoryStore(), []
+    for i in range(0, len(messages), 20):
+        out = engine.process(messages[i:i + 20], store, now_ms=0)
+        engine.save(out, store, now=i / 20)
+        actions += [orjson.loads(a) for _, a in out.actions]
+        assert out.counts["cache_hits"] + out.counts["cache_misses"] == len({m.key for m in messages[i:i + 20]})
+    assert engine.written_before() <= engine.epoch - 4, "the last five seconds' batches are not written yet"
+    assert store.values != plain_store.values
+    engine.write_all(store)
+    assert actions == plain_actions
+    assert store.values == plain_store.values
+
+
 def test_redelivered_messages_change_nothing_and_emit_nothing(model, policy):
     messages = inbound(history())
     engine, store, actions = run(model, policy, messages, batch_size=50)
     before = dict(store.values)
     again = engine.process(messages, store, now_ms=0)
     engine.save(again, store)
-    assert again.writes == {}
+    assert again.customers == []
     assert actions and again.actions == []
     assert again.counts["duplicates_skipped"] == len(messages)
     assert store.values == before
