@@ -10,6 +10,7 @@ bounds what one worker process of this design can reach on the machine.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -33,6 +34,18 @@ class IdleEngine:
     @staticmethod
     def save(outcome: Outcome, store: StateStore, owned: Callable[[Any], bool] = lambda context: True) -> None:
         """Nothing to store."""
+
+    @staticmethod
+    def write_all(store: StateStore) -> None:
+        """Nothing held."""
+
+    @staticmethod
+    def written_before() -> int:
+        return sys.maxsize  # nothing held: every batch may be acked
+
+    @staticmethod
+    def keep(owned: Callable[[Any], bool]) -> bool:
+        return False
 
 
 def main() -> None:

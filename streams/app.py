@@ -310,7 +310,7 @@ class Acks:
             return
         self.generation = self.app.consumer_generation_id
         assigned = self.app.consumer.assignment()
-        if engine.cache.keep(lambda tp: tp in assigned):
+        if engine.keep(lambda tp: tp in assigned):
             while self._waiting:
                 self.app.consumer.release_batch(self._waiting.popleft()[1])
 

@@ -231,3 +231,7 @@ class Engine:
     def written_before(self) -> int:
         """Every state change of a batch of a lower epoch is in the store."""
         return self.cache.written_before()
+
+    def keep(self, owned: Callable[[Any], bool]) -> bool:
+        """Forget the cached states of contexts no longer `owned`; True if unwritten changes were among them."""
+        return self.cache.keep(owned)
