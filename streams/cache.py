@@ -75,20 +75,20 @@ class StateCache:
         self._used[slots[slots >= 0]] = epoch
         return slots
 
-    def put(self, customers: Sequence[str], contexts: Sequence[Any], states: np.ndarray, epoch: int,
-            writer: Writer, now: float) -> None:
-        """Hold the changed `states` of `customers` (under `contexts`) as of `epoch`, dirty."""
+    def put(self, customers: Sequence[str], contexts: Sequence[Any], states: np.ndarray, slots: np.ndarray,
+            epoch: int, writer: Writer, now: float) -> None:
+        """Hold the changed `states` of `customers` (under `contexts`) as of `epoch`, dirty; `slots` are what `find`
+        gave for them in this epoch (-1: not here)."""
         if not customers:
             return
-        found = list(map(self._slot.get, customers))
-        absent = [i for i, slot in enumerate(found) if slot is None]
+        absent = np.flatnonzero(slots < 0).tolist()
         if absent:
+            slots = slots.copy()
             self._make_room(len(absent), epoch, writer)
             for i in absent:
-                slot = found[i] = self._free.pop()
+                slot = slots[i] = self._free.pop()
                 customer = customers[i]
                 self._slot[customer], self._keys[slot], self._contexts[slot] = slot, customer, contexts[i]
-        slots = np.array(found, dtype=np.int64)
         put_rows(self.rows, slots, states)
         self._used[slots] = epoch
         fresh = slots[self._dirty[slots] == CLEAN]

@@ -10,8 +10,10 @@ policy action name), table. Never a customer id.
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram, Info
@@ -89,10 +91,7 @@ def reason_label(reason: str) -> str:
 
 def record_batch(batch: Sequence[Inbound], outcome: Outcome, seconds: float, now_ms: int) -> None:
     """Count one processed micro-batch; `now_ms` is when its actions were emitted."""
-    topics: dict[str, int] = {}
-    for message in batch:
-        topics[message.topic] = topics.get(message.topic, 0) + 1
-    for topic, n in topics.items():
+    for topic, n in collections.Counter(map(attrgetter("topic"), batch)).items():
         CONSUMED.labels(topic).inc(n)
     counts = outcome.counts
     DECODED.inc(counts["decoded"])

@@ -59,7 +59,8 @@ class Outcome:
     epoch: int = 0  # the batch's number in the engine's state cache
     customers: list[str] = field(default_factory=list)  # customers whose state changed, with ...
     contexts: list[Any] = field(default_factory=list)  # ... the context their state is stored under ...
-    states: np.ndarray | None = None  # ... and their new states, in the same order
+    states: np.ndarray | None = None  # ... their new states ...
+    slots: np.ndarray | None = None  # ... and their slots in the state cache (-1: not there), in the same order
 
 
 # Enough for the unit tests and benchmarks that do not set it; the worker's comes from its settings.
@@ -122,7 +123,7 @@ class Engine:
                out: Outcome) -> None:
         customers, customer_of = customer_index([t.customer_id for t in touchpoints])
         contexts = [messages[p].context for p in plan(customer_of, len(customers)).last.tolist()]
-        states, blocked = self._load(customers, contexts, store, out)
+        states, slots, blocked = self._load(customers, contexts, store, out)
         # A redelivered touchpoint (at or below the stored offset) was applied before: skip it.
         offsets = np.fromiter((m.offset for m in messages), dtype=np.int64, count=len(messages))
         fresh = offsets > states["last_offset"][customer_of]
@@ -139,18 +140,19 @@ class Engine:
                    offsets[taken], states, now_ms, out)
         changed = stepping.rows.tolist()
         out.customers, out.contexts = [customers[c] for c in changed], [contexts[c] for c in changed]
-        out.states = take_rows(states, stepping.rows)
+        out.states, out.slots = take_rows(states, stepping.rows), slots[stepping.rows]
 
     def _load(self, customers: list[str], contexts: list[Any], store: StateStore,
-              out: Outcome) -> tuple[np.ndarray, np.ndarray]:
-        """The customers' states, from the cache or else the store, and which customers opted out."""
+              out: Outcome) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The customers' states, from the cache or else the store, their slots in the cache (-1: not there), and
+        which customers opted out."""
         slots = self.cache.find(customers, contexts, out.epoch, store)
         missing = np.flatnonzero(slots < 0)
         out.counts["cache_misses"] += len(missing)
         out.counts["cache_hits"] += len(customers) - len(missing)
         if len(missing) == len(customers):
             stored = store.get_many(customers, contexts)
-            return (self.layout.load(stored, self.model.version, self._h0, self._p0),
+            return (self.layout.load(stored, self.model.version, self._h0, self._p0), slots,
                     self._opted_out(customers, contexts, stored, store))
         states = np.empty(len(customers), dtype=self.layout.dtype)
         held = slots >= 0
@@ -161,7 +163,7 @@ class Engine:
             stored = store.get_many(keys, where)
             put_rows(states, missing, self.layout.load(stored, self.model.version, self._h0, self._p0))
             blocked[missing] = self._opted_out(keys, where, stored, store)
-        return states, blocked
+        return states, slots, blocked
 
     def _step(self, stepping: Plan, messages: list[Inbound], events: list[Touchpoint], offsets: np.ndarray,
               states: np.ndarray, now_ms: int, out: Outcome) -> None:
@@ -213,15 +215,15 @@ class Engine:
         meanwhile) are not kept: their new owner redoes the work from the last committed offset, and a late write
         here would land after its writes in the changelog. A batch's messages may be acknowledged once
         `written_before()` is above its epoch."""
-        customers, contexts, states = outcome.customers, outcome.contexts, outcome.states
+        customers, contexts, states, slots = outcome.customers, outcome.contexts, outcome.states, outcome.slots
         kept = {context: owned(context) for context in set(contexts)}
         if not all(kept.values()):
             rows = [i for i, context in enumerate(contexts) if kept[context]]
             customers, contexts = [customers[i] for i in rows], [contexts[i] for i in rows]
-            states = states[rows] if states is not None else None
+            states, slots = take_rows(states, np.array(rows, dtype=np.int64)), slots[rows]
         now = time.monotonic() if now is None else now
         if customers:
-            self.cache.put(customers, contexts, states, outcome.epoch, store, now)
+            self.cache.put(customers, contexts, states, slots, outcome.epoch, store, now)
         self.cache.write_due(store, now)
 
     def write_all(self, store: StateStore) -> None:

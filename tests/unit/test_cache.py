@@ -40,8 +40,8 @@ def states(*offsets: int) -> np.ndarray:
 def put(cache: StateCache, writer: Writer, epoch: int, now: float, changes: dict[str, int], context: Any = 0) -> None:
     """One batch: its customers looked up, then their new states put, as the engine does."""
     customers = list(changes)
-    cache.find(customers, [context] * len(customers), epoch, writer)
-    cache.put(customers, [context] * len(customers), states(*changes.values()), epoch, writer, now)
+    slots = cache.find(customers, [context] * len(customers), epoch, writer)
+    cache.put(customers, [context] * len(customers), states(*changes.values()), slots, epoch, writer, now)
 
 
 def test_without_a_delay_every_put_is_written_at_once_and_read_back():
@@ -122,7 +122,7 @@ def test_a_batch_below_written_before_is_in_the_store_and_the_cache_reads_the_la
         for customer, slot in zip(customers, slots.tolist()):
             if slot >= 0:
                 assert cache.rows["last_offset"][slot] == latest[customer]
-        cache.put(customers, [0] * len(customers), states(*changes.values()), epoch, writer, now)
+        cache.put(customers, [0] * len(customers), states(*changes.values()), slots, epoch, writer, now)
         cache.write_due(writer, now)
         latest.update(changes)
         put_at.update(dict.fromkeys(changes, epoch))
