@@ -133,12 +133,14 @@ def markdown(e: dict[str, Any]) -> str:
         "",
         f"States of the real layout ({e['state_bytes']:,} bytes) are written into {e['partitions']} RocksDB "
         "databases opened with the worker's options (`StaggeredOptions`, faust's RocksDBOptions with the table "
-        "options of streams/app.py and a write buffer per partition); then a fresh process loads the model, opens them and runs `Engine.process` over batches "
-        f"of touchpoints of random customers ({e['states_engine_events']:,} touchpoints, reads and writes); its "
-        "VmHWM is the RSS column, so it includes Python, torch and the model (not Faust or Kafka clients). "
-        "RocksDB's share is bounded by the block caches (one per partition, `--rocksdb-cache-mb` each) and "
-        f"memtables (2 x {WRITE_BUFFER_MB} MiB per partition), not by the number of states; on disk, blocks are "
-        "compressed.",
+        "options of streams/app.py and a write buffer per partition); then a fresh process loads the model, opens "
+        "them and runs `Engine.process`, with the worker's default state cache (`--state-cache-mb`), over batches "
+        f"of touchpoints of random customers ({e['states_engine_events']:,} touchpoints, reads and writes: random "
+        "customers of a large base seldom meet the cache again, so nearly every state is read from RocksDB); its "
+        "VmHWM is the RSS column, so it includes Python, torch, the model and the cache (not Faust or Kafka "
+        "clients). RocksDB's share is bounded by the block caches (one per partition, `--rocksdb-cache-mb` each) "
+        f"and memtables (2 x {WRITE_BUFFER_MB} MiB per partition), the cache's by its size, not by the number of "
+        "states; on disk, blocks are compressed.",
         "",
         "### The ceiling: the same work without Kafka or Faust",
         "",

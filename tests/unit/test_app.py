@@ -8,8 +8,8 @@ import faust
 from faust.types import TP
 
 from streams import topics
-from streams.app import (CLEAN_STOP, GC_YOUNG_THRESHOLD, StaggeredOptions, create_app, discard_state_after_crash,
-                         settle_garbage_collector, staggered_write_buffer)
+from streams.app import (CLEAN_STOP, GC_YOUNG_THRESHOLD, Acks, StaggeredOptions, create_app,
+                         discard_state_after_crash, settle_garbage_collector, staggered_write_buffer)
 from streams.consumer import FETCH_MIN_BYTES, readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
@@ -114,6 +114,30 @@ def test_batches_of_new_offsets_are_acked_whole_and_a_batch_with_an_acked_one_of
     assert pending == [1, 0, 1, 0, 1, 0]
     assert acked == [10, 11, 12, 13, 14, 15, 16] and counted == 7  # 15 once
     assert commit == 17
+
+
+def test_batches_are_acked_once_their_states_are_written_and_let_go_unacked_when_a_rebalance_drops_them():
+    settings = load({}, {})
+    tp = TP(settings.input_topic, 3)
+    engine = SimpleNamespace(model=SimpleNamespace(version="test"), keep=lambda owned: True)
+
+    async def scenario() -> tuple[list[int], int, list[int], int]:
+        app = create_app(settings, engine)
+        await app.topics._update_indices()
+        consumer, acks = app.consumer, Acks(app)
+        for epoch in (1, 2, 3):
+            batch = [Inbound(tp.topic, tp.partition, 10 * epoch + i, b"c1", b"{}", tp) for i in range(2)]
+            acks.hold(epoch, consumer.track_batch(len(batch)), batch)
+        acks.ack_written(3)  # the states of epochs 1 and 2 are written, not those of 3
+        acked, waiting = sorted(consumer._acked[tp]), len(consumer._unacked_messages)
+        app.consumer_generation_id += 1  # a rebalance that dropped unwritten states
+        consumer.assignment = lambda: set()
+        acks.after_rebalance(engine)
+        return acked, waiting, sorted(consumer._acked[tp]), len(consumer._unacked_messages)
+
+    acked, waiting, acked_after, waiting_after = asyncio.run(scenario())
+    assert acked == [10, 11, 20, 21] and waiting == 1
+    assert acked_after == acked and waiting_after == 0  # 30 and 31 are read again, not committed
 
 
 def test_state_partitions_get_write_buffers_of_different_sizes_around_the_mean(tmp_path):
