@@ -21,7 +21,7 @@ CLIENT_FIELDS = ("broker_port", "bootstrap_servers")
 TOPIC_FIELDS = CLIENT_FIELDS + ("input_topic", "consent_topic", "action_topic", "dead_letter_topic", "partitions")
 WORKER_FIELDS = TOPIC_FIELDS + ("app_id", "batch_size", "batch_timeout", "standby_replicas", "session_timeout",
                                 "data_dir", "web_port", "model_path", "policy_path", "rocksdb_cache_mb",
-                                "torch_threads")
+                                "state_cache_mb", "state_write_delay", "torch_threads")
 
 BENCH_FIELDS = CLIENT_FIELDS + ("partitions", "batch_size", "batch_timeout", "model_path", "rocksdb_cache_mb")
 

@@ -27,6 +27,13 @@ def test_bad_values_name_the_field(env):
         load({}, env)
 
 
+@pytest.mark.parametrize("env, field", [({"LAM_STATE_CACHE_MB": "0"}, "state_cache_mb"),
+                                        ({"LAM_STATE_WRITE_DELAY": "-1"}, "state_write_delay")])
+def test_the_state_cache_needs_memory_and_a_delay_of_zero_or_more(env, field):
+    with pytest.raises(UsageError, match=field):
+        load({}, env)
+
+
 def test_bad_flag_value_is_a_usage_error():
     with pytest.raises(UsageError, match="LAM_BROKER_PORT"):
         load({}, {"LAM_BROKER_PORT": "nine"})
