@@ -269,7 +269,9 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
     @app.task
     async def engine_loop() -> None:
         try:
-            while not app.should_stop:
+            # A stop waits for the batches taken to be acked (faust's wait_empty), after should_stop is set: the loop
+            # goes on until none waits (a stop under load hung without it).
+            while not app.should_stop or acks.waiting:
                 # Idle with batches waiting to be acked: an empty batch writes their states (a rebalance or a stop
                 # waits for their acks, and the inbox gets nothing meanwhile).
                 idle = settings.batch_timeout if acks.waiting else None

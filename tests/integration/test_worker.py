@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import numpy as np
@@ -12,7 +13,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 from model.artifact import load
 from streams import kafka, topics
-from streams.app import CONSENT_TABLE, STATE_TABLE
+from streams.app import CLEAN_STOP, CONSENT_TABLE, STATE_TABLE
 from streams.settings import load as load_settings
 from tests.conftest import stop_process
 from tests.streams_support import (alike, as_delivered, drain, history, received, reference, wait_until_consumed,
@@ -128,3 +129,38 @@ def test_an_opted_out_customer_gets_no_action_and_loses_its_state(bootstrap, wor
             and (a["trigger"]["partition"], a["trigger"]["offset"]) not in first_half] == []
     assert len(actions) == len(unopposed.actions) - len([a for a in later if a["customer_id"] == target])
     assert states[target.encode()].value() is None, "the opt-out must leave a tombstone"
+
+
+def committed_offsets(watcher, topic: str) -> list[int]:
+    return [max(tp.offset, 0) for tp in watcher.committed([TopicPartition(topic, p) for p in range(PARTITIONS)],
+                                                           timeout=10)]
+
+
+def test_a_worker_stopped_mid_stream_writes_the_states_it_held_and_stops_cleanly(bootstrap, world, worker_factory,
+                                                                                 tmp_path):
+    """The worker holds changed states in memory for a second and acks their touchpoints after: a stop under load
+    must write them, let their offsets be committed and end (it once waited for those acks forever)."""
+    env, s = world
+    events = history(customers=25_000, seed=11)
+    produce(bootstrap, s.input_topic, [(e.customer_id, e.to_wire()) for e in events])
+    proc = worker_factory(env)
+    watcher = kafka.consumer(bootstrap, group_id=s.app_id)
+    deadline = time.monotonic() + 120
+    while sum(committed_offsets(watcher, s.input_topic)) == 0:
+        assert proc.poll() is None and time.monotonic() < deadline, "the worker committed nothing"
+        time.sleep(0.1)
+    proc.terminate()
+    assert proc.wait(60) == 0
+    assert (tmp_path / "worker-0" / CLEAN_STOP).exists()
+    committed = committed_offsets(watcher, s.input_topic)
+    watcher.close()
+    assert sum(committed) < len(events), "the stop should come mid-stream"
+    messages = drain(bootstrap, s.input_topic, len(events), settle=0)
+    applied = [m for m in messages if m.offset() < committed[m.partition()]]
+    customers = {m.key() for m in applied}
+    states = latest(drain(bootstrap, f"{s.app_id}-{STATE_TABLE}-changelog", len(customers), settle=1))
+    engine = reference(s)[0]
+    last_offset = {key: engine.layout.load([m.value()], engine.model.version, engine._h0, engine._p0)[0]["last_offset"]
+                   for key, m in states.items()}
+    # Every committed touchpoint is applied in the state its customer has in the changelog.
+    assert all(last_offset[m.key()] >= m.offset() for m in applied)
