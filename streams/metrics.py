@@ -161,7 +161,7 @@ _SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum",
 def worker_metric_names() -> set[str]:
     """Every sample name a worker can export, for checking that dashboards and alerts chart real metrics."""
     names = {STATE_ENTRIES[0], RECOVERY_REMAINING[0]}
-    for metric in (CONSUMED, DECODED, APPLIED, SKIPPED, DEAD_LETTERS, OPT_OUTS, ACTIONS, BATCH_MESSAGES,
+    for metric in (CONSUMED, DECODED, APPLIED, SKIPPED, STATE_READS, DEAD_LETTERS, OPT_OUTS, ACTIONS, BATCH_MESSAGES,
                    BATCH_SECONDS, STEP_SECONDS, ACTION_LATENCY, REBALANCES, ASSIGNED, READY, MODEL):
         for family in metric.describe():
             names.update(family.name + suffix for suffix in _SUFFIXES[family.type])
