@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from streams import cache
 from streams.app import (OPTED_OUT, StaggeredOptions, get_by_partition, rocksdb_options, settle_garbage_collector,
                          write_by_partition)
-from streams import cache
 from streams.settings import Settings
 from streams.state import StateLayout
 

@@ -118,7 +118,7 @@ class StateCache:
 
     def forget(self, customer: str) -> None:
         """Drop a customer's row, written or not (its state was erased)."""
-        slot = self._slot.pop(customer, None)
+        slot = self._slot.get(customer)
         if slot is not None:
             self._release(np.array([slot], dtype=np.int64))
 
@@ -129,8 +129,6 @@ class StateCache:
             return False
         slots = np.array(gone, dtype=np.int64)
         lost = bool((self._dirty[slots] != CLEAN).any())
-        for slot in gone:
-            del self._slot[self._keys[slot]]
         self._release(slots)
         return lost
 
@@ -146,12 +144,12 @@ class StateCache:
 
     def _evict(self, slots: np.ndarray, writer: Writer) -> None:
         self._write(slots[self._dirty[slots] != CLEAN], writer)
-        for slot in slots.tolist():
-            del self._slot[self._keys[slot]]
         self._release(slots)
 
     def _release(self, slots: np.ndarray) -> None:
+        """Free held slots, their rows unwritten or not."""
         for slot in slots.tolist():
+            del self._slot[self._keys[slot]]
             self._keys[slot] = self._contexts[slot] = None
         self._dirty[slots] = CLEAN
         self._used[slots] = _UNUSED

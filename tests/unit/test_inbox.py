@@ -127,3 +127,19 @@ def test_a_rebalance_drops_the_rest_of_a_fetch_that_waits_for_room():
         return await inbox.take()
 
     assert asyncio.run(scenario()) == ["new"]
+
+
+def test_an_idle_take_returns_nothing_after_the_idle_time_and_a_batch_as_usual_when_messages_come():
+    async def scenario() -> tuple[list, float, list]:
+        inbox, _ = _inbox(batch_size=3, within=10.0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        idle = await inbox.take(idle=0.05)
+        waited = loop.time() - started
+        for m in range(3):
+            await inbox.put(m)
+        return idle, waited, await inbox.take(idle=0.05)
+
+    idle, waited, batch = asyncio.run(scenario())
+    assert idle == [] and 0.04 <= waited < 1.0
+    assert batch == [0, 1, 2]

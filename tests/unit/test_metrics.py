@@ -31,18 +31,21 @@ def sample(name: str, **labels: str) -> float:
 def test_a_batch_is_counted_by_topic_reason_and_action():
     names = ["lam_messages_consumed_total", "lam_touchpoints_decoded_total", "lam_dead_letters_total",
              "lam_actions_emitted_total", "lam_action_latency_seconds_count", "lam_action_latency_seconds_sum",
-             "lam_batch_messages_sum", "lam_touchpoints_skipped_total"]
-    labels = [{"topic": "tp"}, {}, {"reason": "payload"}, {"action": "call"}, {}, {}, {}, {"reason": "duplicate"}]
+             "lam_batch_messages_sum", "lam_touchpoints_skipped_total", "lam_state_reads_total",
+             "lam_state_reads_total"]
+    labels = [{"topic": "tp"}, {}, {"reason": "payload"}, {"action": "call"}, {}, {}, {}, {"reason": "duplicate"},
+              {"source": "cache"}, {"source": "store"}]
     before = [sample(n, **l) for n, l in zip(names, labels)]
     batch = [Inbound("tp", 0, i, b"c1", b"{}") for i in range(4)] + [Inbound("consent", 0, 0, b"c1", b"{}")]
-    outcome = Outcome(counts=Counter(decoded=2, duplicates_skipped=1), action_names=Counter(call=2),
+    outcome = Outcome(counts=Counter(decoded=2, duplicates_skipped=1, cache_hits=3, cache_misses=1),
+                      action_names=Counter(call=2),
                       trigger_times_ms=[9_000, 10_000])
     outcome.dead_letters = [(batch[2], "payload: expected JSON; got 'x'"), (batch[3], "payload: too big")]
 
     metrics.record_batch(batch, outcome, seconds=0.02, now_ms=12_000)
 
     after = [sample(n, **l) for n, l in zip(names, labels)]
-    assert [a - b for a, b in zip(after, before)] == [4, 2, 2, 2, 2, 5.0, 5, 1]
+    assert [a - b for a, b in zip(after, before)] == [4, 2, 2, 2, 2, 5.0, 5, 1, 3, 1]
 
 
 def test_assignment_sets_partitions_per_input_topic_and_counts_a_rebalance():
