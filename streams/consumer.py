@@ -7,6 +7,7 @@
 - Input messages go to the engine's inbox (streams/inbox.py), not through faust's conductor and streams; the
   others (changelogs) go to the conductor, between rebalances without a race per message (`_drain_messages`,
   issue 8).
+- The delivery loop's commit every `broker_commit_every` acks runs beside it, not in it (`commit_in_background`).
 
 These rely on private parts of faust-streaming 0.15.3 (named where used): re-check them when upgrading faust.
 """
@@ -70,6 +71,8 @@ class _Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._seek_lock = asyncio.Lock()  # the fetcher and the recovery may seek at the same time
+        self._committing: asyncio.Future | None = None  # the last commit the delivery loop started
+        self._crashing: asyncio.Future | None = None
 
     async def perform_seek(self) -> None:
         # Shielded: a seek cancelled halfway (another rebalance started) must not leave partitions held back.
@@ -119,8 +122,9 @@ class _Consumer(faust_aiokafka.Consumer):
         so they must stay as empty as faust's turn of the event loop per message keeps them (a standby table
         otherwise loses the changelog records that sat there).
         The rest is faust's: records of partitions no longer active and below a partition's read offset (before a
-        seek) are dropped, gaps are recorded for the commit, a commit every `broker_commit_every` acks, the read
-        offset follows delivery, a fetch while the flow is off seeks back to the committed offsets.
+        seek) are dropped, gaps are recorded for the commit, a commit every `broker_commit_every` acks (started
+        here, not awaited), the read offset follows delivery, a fetch while the flow is off seeks back to the
+        committed offsets.
         """
         try:
             while not (self.should_stop or fetcher.should_stop):
@@ -169,12 +173,32 @@ class _Consumer(faust_aiokafka.Consumer):
             app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
-                await self.commit()
+                self.commit_in_background()
             if tp.topic in inbox.topics and not self._slow():
                 await self._hand_over(tp, fetched, last, inbox)
             else:
                 await self._deliver_each(tp, fetched, generation, active)
             await asyncio.sleep(0)
+
+    def commit_in_background(self) -> None:
+        """Start a commit unless one is under way, without waiting for it.
+
+        faust's delivery loop awaits its commit every `broker_commit_every` acks: a flush of the producer and a
+        round trip to the broker, during which no fetched record reaches the engine. Measured at 15,000
+        touchpoints/s: a commit each 0.7 s that held the loop 21 ms (p50), 94 ms (p99) and up to 110 ms, so
+        touchpoints fetched meanwhile waited as long before a batch could take them (issue 8)."""
+        if self._commit_fut is not None or (self._committing is not None and not self._committing.done()):
+            return
+        self._committing = asyncio.ensure_future(self.commit())
+        self._committing.add_done_callback(self._commit_ended)
+
+    def _commit_ended(self, task: asyncio.Future) -> None:
+        # faust's commit logs and crashes on the failures it knows; anything else stops the worker as it would have
+        # from the delivery loop, unless the worker is stopping anyway.
+        if task.cancelled() or task.exception() is None or self.app.should_stop:
+            return
+        self.log.error("Commit raised: %r", task.exception())
+        self._crashing = asyncio.ensure_future(self.app.crash(task.exception()))
 
     async def _hand_over(self, tp: TP, fetched: list[Any], last: int | None, inbox: Inbox) -> None:
         topic, partition = tp.topic, tp.partition

@@ -153,3 +153,38 @@ def test_state_partitions_get_write_buffers_of_different_sizes_around_the_mean(t
     mean = data.rocksdb_options.write_buffer_size
     assert f"\n  write_buffer_size={staggered_write_buffer(mean, 7)}\n" in written
     assert staggered_write_buffer(mean, 7) != mean
+
+
+def test_the_delivery_loop_starts_one_commit_at_a_time_without_waiting_and_a_failed_one_stops_the_worker():
+    settings = load({}, {})
+    engine = SimpleNamespace(model=SimpleNamespace(version="test"))
+
+    async def scenario() -> tuple[int, int, list[BaseException]]:
+        app = create_app(settings, engine)
+        consumer, release, started, crashes = app.consumer, asyncio.Event(), [], []
+
+        async def commit() -> bool:
+            started.append(1)
+            await release.wait()
+            if len(started) == 2:
+                raise RuntimeError("the broker went away")
+            return True
+
+        async def crash(exc: BaseException) -> None:
+            crashes.append(exc)
+
+        consumer.commit, app.crash = commit, crash
+        consumer.commit_in_background()
+        consumer.commit_in_background()  # the first is under way: no second one
+        await asyncio.sleep(0)
+        during = len(started)
+        release.set()
+        await asyncio.sleep(0)
+        consumer.commit_in_background()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return during, len(started), crashes
+
+    during, total, crashes = asyncio.run(scenario())
+    assert during == 1 and total == 2
+    assert [str(exc) for exc in crashes] == ["the broker went away"]
