@@ -230,7 +230,8 @@ class _ActionClock:
         self.tps = scratch.partitions(scratch.settings.action_topic)
         self.starts = _end_offsets(self.cons, self.tps)
         self.cons.assign([TopicPartition(tp.topic, tp.partition, start) for tp, start in zip(self.tps, self.starts)])
-        self.samples: list[tuple[int, int]] = []  # (trigger event time, latency), both ms
+        # (trigger event time, latency, the action's emitted_at minus the trigger's event time), all ms
+        self.samples: list[tuple[int, int, int]] = []
         self.positions = self.starts  # the next offset to read in each partition
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -251,8 +252,9 @@ class _ActionClock:
                 self.positions = [max(tp.offset, start)
                                   for tp, start in zip(self.cons.position(self.tps), self.starts)]
             elif not m.error():
-                t = orjson.loads(m.value())["trigger"]["event_time"]
-                self.samples.append((t, int(time.time() * 1000 - t)))
+                arrived, action = time.time() * 1000, orjson.loads(m.value())
+                t = action["trigger"]["event_time"]
+                self.samples.append((t, int(arrived - t), action["emitted_at"] - t))
 
     def close(self) -> None:
         self._stop.set()
@@ -321,10 +323,13 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
     finally:
         clock.close()
         watcher.close()
-    lat = np.array([d for t, d in clock.samples if t >= started_ms], dtype=np.float64)
+    timed = np.array([(d, e) for t, d, e in clock.samples if t >= started_ms], dtype=np.float64).reshape(-1, 2)
+    lat = timed[:, 0]
     pct = np.percentile(lat, [50, 95, 99]) if len(lat) else [None] * 3
+    stamped = np.percentile(timed[:, 1], [50, 95, 99]) if len(lat) else [None] * 3
     return {"rate": round(rate), "seconds": seconds, "offered": count, "actions": int(len(lat)),
             "p50": _round(pct[0]), "p95": _round(pct[1]), "p99": _round(pct[2]),
+            "emitted_p50": _round(stamped[0]), "emitted_p95": _round(stamped[1]), "emitted_p99": _round(stamped[2]),
             "max": _round(lat.max()) if len(lat) else None, "worker_cores": round(cores, 2), "load": load_average()}
 
 

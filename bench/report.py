@@ -110,6 +110,10 @@ def markdown(e: dict[str, Any]) -> str:
         "Latency is the arrival time of an action at a consumer minus its trigger's event_time; only touchpoints "
         "that lead to an action are timed, so the sample count is given beside the offered touchpoints (a 99th "
         "percentile of n samples rests on its n/100 slowest: under 1,000 samples, read it as indicative). "
+        "The engine stamps an action's `emitted_at` as it starts the batch of its trigger, the naive design as it "
+        "sends it: for the engine, the share up to `emitted_at` is the trigger's way to the batch (producer, "
+        "broker, fetch and the wait for the batch in progress), the rest the batch's work and the action's "
+        "delivery. "
         "Stress: the same rate to a fresh worker under a policy that acts on every touchpoint (threshold 0, re-arm "
         "always, no cool-down, no contact limits), so every touchpoint is timed; it sends an action per touchpoint, "
         "work the shipped policy does not do, so the worker runs closer to its capacity. Both include the worker's "
@@ -203,10 +207,16 @@ def _latency_rows(key: str, what: str, eng: dict[str, Any], nai: dict[str, Any])
     a, b = eng[key], nai[key]
     rows = [f"| latency {p}, ms, {what} (event time to action on the output topic) | {_n(a[p], 1)} "
             f"| {_n(b[p], 1)} | {_ratio(a[p], b[p])} |" for p in ("p50", "p95", "p99")]
+    rows.append(f"| {what}: of which event time to the action's `emitted_at`, p50 / p95 / p99, ms "
+                f"| {_percentiles(a, 'emitted_')} | {_percentiles(b, 'emitted_')} | |")
     rows.append(f"| {what}: offered events/s; touchpoints offered / actions timed; worker CPU, cores "
                 f"| {_n(a['rate'])}; {a['offered']:,} / {a['actions']:,}; {a['worker_cores']} "
                 f"| {_n(b['rate'])}; {b['offered']:,} / {b['actions']:,}; {b['worker_cores']} | |")
     return rows
+
+
+def _percentiles(phase: dict[str, Any], prefix: str) -> str:
+    return " / ".join(_n(phase.get(f"{prefix}{p}"), 1) for p in ("p50", "p95", "p99"))
 
 
 def _ok_ratio(eng: dict[str, Any], nai: dict[str, Any]) -> bool:
