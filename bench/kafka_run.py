@@ -29,7 +29,7 @@ import orjson
 from confluent_kafka import ConsumerGroupState, KafkaException, TopicPartition
 from tqdm import tqdm
 
-from bench.report import load_average
+from bench.report import cpu_times, load_average, stolen_share
 from bench.states import ROOT, peak_rss_mib
 from streams import kafka, produce, topics
 from streams.contract import Touchpoint
@@ -181,7 +181,8 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
         with ExitStack() as running:
             group = [running.enter_context(Worker(argv, scratch.peer(i), logs[i])) for i in range(workers)]
             launched = time.monotonic()
-            first: tuple[float, int, float] | None = None  # (time, events committed, worker CPU seconds)
+            # (time, events committed, worker CPU seconds, the machine's cpu_times())
+            first: tuple[float, int, float, tuple[int, int]] | None = None
             last = first
             done = 0
             settled = workers == 1
@@ -194,7 +195,7 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
                 settled = settled or _stable_with(admin, s.app_id, workers)
                 committed = _committed(watcher, tps)
                 if committed > done and committed < total:
-                    last = (time.monotonic(), committed, sum(worker.cpu_seconds() for worker in group))
+                    last = (time.monotonic(), committed, sum(worker.cpu_seconds() for worker in group), cpu_times())
                     first = first or (last if settled else None)
                 done = committed
                 bar.update(done - bar.n)
@@ -207,16 +208,16 @@ def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: floa
     # A run short enough to be done within two commits has no interval to measure: count from launch then.
     if first is not None and last is not None and last[1] > first[1]:
         events, seconds, cpu_seconds = last[1] - first[1], last[0] - first[0], last[2] - first[2]
-        rate, measured_from = events / seconds, "first commit"
+        rate, measured_from, stolen = events / seconds, "first commit", stolen_share(first[3], last[3])
         cpu_us, cores = cpu_seconds / events * 1e6, cpu_seconds / seconds
     else:
-        rate, measured_from = total / (finished - launched), "process start (includes start-up)"
+        rate, measured_from, stolen = total / (finished - launched), "process start (includes start-up)", None
         cpu_us, cores = cpu / max(total, 1) * 1e6, cpu / (finished - launched)
     # CPU time per event is steadier than the rate on shared cores: other work takes the rate's cores, not its time.
     return {"events": total, "seconds": round(finished - launched, 2), "events_per_second": round(rate),
             "cpu_us_per_event": round(cpu_us, 2), "cores": round(cores, 2),
             "measured_from": measured_from, "peak_rss_mib": peak, "actions": actions,
-            "action_share": actions / total if total else 0.0, "load": load_average()}
+            "action_share": actions / total if total else 0.0, "load": load_average(), "stolen": stolen}
 
 
 class _ActionClock:
@@ -305,12 +306,13 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
                     raise LamError(f"{argv[-1]}: nothing committed within 120 s of start (log: {log})")
                 kafka.deliver_all(prod, _records(islice(events, 10), 100), s.input_topic)
                 time.sleep(0.5)
-            started_ms, cpu = int(time.time() * 1000), worker.cpu_seconds()
+            started_ms, cpu, machine = int(time.time() * 1000), worker.cpu_seconds(), cpu_times()
             count = int(rate * seconds)
             bar = tqdm(total=count, unit=" events", file=sys.stderr, desc=f"{argv[-1]} at {rate:,.0f}/s")
             failed = kafka.deliver_all(prod, _records(islice(events, count), rate, bar), s.input_topic)
             bar.close()
             cores = (worker.cpu_seconds() - cpu) / (time.time() - started_ms / 1000)
+            stolen = stolen_share(machine, cpu_times())
             if failed:
                 raise LamError(f"{failed:,} touchpoints not delivered to {s.input_topic}")
             # Drained: every touchpoint committed (the worker sends a batch's actions before it commits the batch),
@@ -330,7 +332,8 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
     return {"rate": round(rate), "seconds": seconds, "offered": count, "actions": int(len(lat)),
             "p50": _round(pct[0]), "p95": _round(pct[1]), "p99": _round(pct[2]),
             "emitted_p50": _round(stamped[0]), "emitted_p95": _round(stamped[1]), "emitted_p99": _round(stamped[2]),
-            "max": _round(lat.max()) if len(lat) else None, "worker_cores": round(cores, 2), "load": load_average()}
+            "max": _round(lat.max()) if len(lat) else None, "worker_cores": round(cores, 2), "load": load_average(),
+            "stolen": stolen}
 
 
 def _round(x: float | None) -> float | None:

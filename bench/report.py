@@ -37,6 +37,24 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu_times() -> tuple[int, int]:
+    """(stolen, all) CPU time of the machine's cores since boot, in clock ticks (/proc/stat); (0, 0) without it.
+
+    A virtual machine's hypervisor takes some of its cores' time for other guests ("steal"). On the benchmark machine
+    it took up to 30% and the same code ran at half the rate from one hour to the next (issue 8); the load average
+    does not show it."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks[:8])
+
+
+def stolen_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the cores' time the hypervisor took between two `cpu_times()`; None if unknown."""
+    return round((after[0] - before[0]) / (after[1] - before[1]), 3) if after[1] > before[1] else None
+
+
 def write(docs: Path, entry: dict[str, Any]) -> None:
     """Store `entry` under KEY in docs/benchmarks.json and its tables between our markers in docs/benchmarks.md."""
     docs.mkdir(parents=True, exist_ok=True)
@@ -66,7 +84,8 @@ def markdown(e: dict[str, Any]) -> str:
         "## Streaming engine: throughput, latency and memory, beside the naive pipeline",
         "",
         f"Measured {e['date']} with `{e['command']}` on {m['cpu']} ({m['cores']} cores shared with other "
-        f"developers' work, so figures are noisy; load averages are recorded beside each phase), "
+        f"developers' work, so figures are noisy; load averages and the hypervisor's steal are recorded beside "
+        f"each phase), "
         f"{m['memory_gib']} GiB, "
         f"Python {m['python']}, faust-streaming {m['faust-streaming']}, aiokafka {m['aiokafka']}, "
         f"confluent-kafka {m['confluent-kafka']}, torch {m['torch']}, rocksdict {m['rocksdict']}, numpy {m['numpy']}, "
@@ -93,6 +112,8 @@ def markdown(e: dict[str, Any]) -> str:
         f"| load average (1 min) during throughput / latency / stress | {eng['throughput']['load'][0]} / "
         f"{eng['latency']['load'][0]} / {eng['latency_eager']['load'][0]} | {nai['throughput']['load'][0]} / "
         f"{nai['latency']['load'][0]} / {nai['latency_eager']['load'][0]} | |",
+        f"| CPU time taken by the hypervisor (steal) during throughput / latency / stress | "
+        f"{_stolen(eng)} | {_stolen(nai)} | |",
         "",
         "Throughput: N simulated touchpoints of M customers are loaded into a fresh input topic first; one worker "
         "process then starts on it with a fresh application id and state folder, and the rate counts the events "
@@ -213,6 +234,11 @@ def _latency_rows(key: str, what: str, eng: dict[str, Any], nai: dict[str, Any])
                 f"| {_n(a['rate'])}; {a['offered']:,} / {a['actions']:,}; {a['worker_cores']} "
                 f"| {_n(b['rate'])}; {b['offered']:,} / {b['actions']:,}; {b['worker_cores']} | |")
     return rows
+
+
+def _stolen(design: dict[str, Any]) -> str:
+    shares = [design[phase].get("stolen") for phase in ("throughput", "latency", "latency_eager")]
+    return " / ".join("n/a" if share is None else f"{share:.0%}" for share in shares)
 
 
 def _percentiles(phase: dict[str, Any], prefix: str) -> str:

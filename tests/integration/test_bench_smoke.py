@@ -32,6 +32,7 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
     for design in ("engine", "naive"):
         assert entry[design]["throughput"]["events_per_second"] > 0
         assert entry[design]["throughput"]["peak_rss_mib"] > 0
+        assert all(0 <= entry[design][phase]["stolen"] <= 1 for phase in ("latency", "latency_eager"))
         # The shipped policy may not act on the tiny model's few touchpoints; the eager policy acts on every one.
         assert entry[design]["latency"]["offered"] > 0 and entry[design]["latency"]["worker_cores"] > 0
         assert entry[design]["latency_eager"]["actions"] > 0
