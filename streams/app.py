@@ -91,7 +91,8 @@ def _without_wal() -> WriteOptions:
 # States are written without RocksDB's write-ahead log, which took a third of the time of each write (measured: 4.6
 # -> 3.1 µs per 1.1 KB state). Their durable copy is the changelog: a worker that died discards its state folder
 # and rebuilds it from there (`discard_state_after_crash`), and RocksDB writes unlogged data to disk when a database
-# is closed (a revoked partition) or flushed (`TableStore.persist`, at a clean stop).
+# is closed: faust drops a database when its partition is revoked, and all of them when a clean stop stops the tables
+# (after the stop's wait for acks, which writes every cached state).
 NO_WAL = _without_wal()
 
 
@@ -162,11 +163,6 @@ class TableStore:
             return  # raised by the next flush
         if tp.partition in self.states.data._dbs:
             self.states.data.set_persisted_offset(tp, future.result().offset + records - 1)
-
-    def persist(self) -> None:
-        """Write the open state databases' unlogged writes to disk (at a clean stop)."""
-        for db in list(self.states.data._dbs.values()):
-            db.flush()
 
     def erase(self, key: str, context: Any) -> None:
         with current_event(self.app, context):
@@ -280,12 +276,6 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
             raise
         except Exception as exc:  # as an agent would: the worker stops rather than skip the batch
             await app.crash(exc)
-
-    @app.on_before_shutdown.connect
-    async def persist_states(sender: faust.App, **kwargs: Any) -> None:
-        # The cache holds nothing unwritten by now: the stop's wait for acks ran the engine loop until it had written
-        # and acked everything (tests/integration/test_worker.py stops a worker mid-stream).
-        store.persist()
 
     health.install(app, (settings.input_topic, settings.consent_topic))
     metrics.MODEL.info({"version": engine.model.version})
