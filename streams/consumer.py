@@ -72,7 +72,7 @@ class _Consumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._seek_lock = asyncio.Lock()  # the fetcher and the recovery may seek at the same time
         self._committing: asyncio.Future | None = None  # the last commit the delivery loop started
-        self._crashing: asyncio.Future | None = None
+        self._crashing: asyncio.Future | None = None  # held: the event loop keeps only weak references to tasks
 
     async def perform_seek(self) -> None:
         # Shielded: a seek cancelled halfway (another rebalance started) must not leave partitions held back.
