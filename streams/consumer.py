@@ -1,13 +1,14 @@
-"""The worker's Kafka consumer: faust's aiokafka consumer with two repairs and a cheaper delivery loop.
+"""The worker's Kafka consumer: faust's aiokafka consumer, whose input partitions librdkafka fetches.
 
-- The seek to committed offsets after a rebalance does not race with the fetcher (`_Consumer`, issue 9).
+- faust and aiokafka run the group, the commits and the changelogs; the touchpoint and consent partitions are
+  fetched by streams/fetch.py (librdkafka, outside the interpreter) and go to the engine's inbox (streams/inbox.py),
+  not through faust's conductor and streams (`_drain_input`, issue 8). aiokafka never fetches them.
+- The seek to committed offsets after a rebalance sets where the input partitions are fetched from; nothing fetched
+  before it is handed over (`perform_seek`, issue 9).
 - Standby changelog seeks to unknown offsets start from the beginning instead of crashing (`readable_offsets`).
-- The broker holds a fetch for 256 KiB up to a quarter of the batch timeout, not for a byte up to 1.5 s
-  (`_ConsumerThread`).
-- Input messages go to the engine's inbox (streams/inbox.py), not through faust's conductor and streams; the
-  others (changelogs) go to the conductor, between rebalances without a race per message (`_drain_messages`,
-  issue 8).
-- The delivery loop's commit every `broker_commit_every` acks runs beside it, not in it (`commit_in_background`).
+- faust's delivery loop, now for changelogs only, delivers without a race per message between rebalances
+  (`_drain_messages`), and its commit every `broker_commit_every` acks runs beside it, not in it
+  (`commit_in_background`).
 
 These rely on private parts of faust-streaming 0.15.3 (named where used): re-check them when upgrading faust.
 """
@@ -18,113 +19,180 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.tuples import ack_lock
-from mode import ServiceT
+from mode import Service, ServiceT
 from mode.utils.futures import notify
 
+from streams.fetch import InputFetcher
 from streams.inbox import Inbox
 from streams.worker import Inbound
 
-# A backlog fills it at once (a fetch takes up to 1 MiB per partition); live traffic does not within the wait bound
-# (touchpoints take ~25-50 bytes each in lz4 record batches), so there the bound decides when a fetch returns.
-FETCH_MIN_BYTES = 256 * 1024
-
-
-async def _pause_fetching(consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> set[TopicPartition]:
-    """Pause those of `tps` that are assigned and not paused yet; returns them. Runs in the consumer's thread."""
-    pausing = (tps & consumer.assignment()) - consumer.paused()
-    consumer.pause(*pausing)
-    return pausing
-
-
-async def _resume_fetching(consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> None:
-    """Resume those of `tps` that are still assigned (a new assignment starts unpaused). Runs in its thread."""
-    consumer.resume(*(tps & consumer.assignment()))
+# How long the input's drain waits in librdkafka for a message before it looks at the assignment again.
+INPUT_WAIT = 0.1
 
 
 class _Consumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer with a seek to the committed offsets that does not race with the fetcher.
+    """faust's aiokafka consumer whose input partitions (`inbox.topics`) an `InputFetcher` fetches.
 
-    After a rebalance faust resumes the stream partitions and only then seeks them to their committed offsets
-    (`Recovery.on_recovery_completed`), with the flow already on since table recovery. The seek asks the broker
-    for each partition's committed offset in turn, and meanwhile faust delivers records of the resumed
-    partitions. The seek then sets each partition's read offset back to the committed offset, below records
-    already delivered; the next record looks like a gap to `_drain_messages`, and `_new_offset` merges the gap
-    into the partition's acked offsets on top of the offsets acked for real. With duplicates in that list,
-    `consecutive_numbers` ends each run at the first duplicate, so every commit (each 2.8 s) moves the
-    partition's committed offset by one: its lag stays above zero for minutes although it is fully consumed.
-
-    So the stream partitions are held back while the seek runs, at both levels: faust stops handing over the
-    records it already fetched (it drops them, their positions moved past them), and aiokafka withholds the
-    records it fetches without moving their positions. faust's hold alone would not do: it takes partitions
-    out of the set faust fetches, aiokafka reads an empty set as "every partition", and faust drops what it gets
-    for them after the seek, so such a partition is never read again. The seek moves partitions with a committed
-    offset back to it; those without one restart from the beginning (what the group does for a partition it
-    never committed), which also brings back records faust dropped at the start of a rebalance. The engine
-    skips touchpoints it applied before.
+    The seek after a rebalance must not race with the fetching (issue 9). faust resumes the stream partitions and
+    only then seeks them to their committed offsets (`Recovery.on_recovery_completed`), asking the broker for each
+    partition's committed offset in turn. Records handed over meanwhile, from a stale position, would be acked on
+    top of those read again after the seek; with duplicates in a partition's acked offsets, `consecutive_numbers`
+    ends each run at the first duplicate, so every commit moves the committed offset by one, and the partition's
+    lag stays above zero for minutes although it is fully consumed. So an input partition is fetched only once a
+    seek of the current assignment has given its position, nothing is fetched while a seek runs, and what was
+    fetched before the seek is dropped (a new epoch of the fetcher). A partition without a committed offset starts
+    from its beginning, as the group does for a partition it never committed; the engine skips touchpoints it
+    applied before.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._seek_lock = asyncio.Lock()  # the fetcher and the recovery may seek at the same time
+        self._seek_lock = asyncio.Lock()  # the delivery loop and the recovery may seek at the same time
+        self._seeking = 0
         self._committing: asyncio.Future | None = None  # the last commit the delivery loop started
         self._crashing: asyncio.Future | None = None  # held: the event loop keeps only weak references to tasks
+        self.fetcher: InputFetcher | None = None
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        transport = self.transport
+        self.fetcher = InputFetcher(transport.bootstrap, f"{self.app.conf.id}-fetch", transport.fetch_max_wait_ms,
+                                    transport.inbox.batch_size)
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        if self.fetcher is not None:
+            self.fetcher.close()
+
+    def _is_input_tp(self, tp: TP) -> bool:
+        return tp.topic in self.transport.inbox.topics
 
     async def perform_seek(self) -> None:
-        # Shielded: a seek cancelled halfway (another rebalance started) must not leave partitions held back.
+        # Shielded: a seek cancelled halfway (another rebalance started) must not leave the input unfetched.
         await asyncio.shield(self._perform_seek_held_back())
 
     async def _perform_seek_held_back(self) -> None:
         async with self._seek_lock:
-            consumer = self._thread._ensure_consumer()
             generation = self.app.consumer_generation_id
-            streams = {tp for tp in consumer.assignment() if not self._is_changelog_tp(tp)}
-            delivering = {tp for tp in self._get_active_partitions() | self._buffered_partitions
-                          if not self._is_changelog_tp(tp)}
-            withheld = await self._thread.call_thread(_pause_fetching, consumer, streams)
-            self.pause_partitions(delivering)
-            self._buffered_partitions.difference_update(delivering)  # faust hands these over even when paused
+            inputs = {tp for tp in self.assignment() if self._is_input_tp(tp)}
+            self._seeking += 1
+            self._sync_input()
             try:
                 await super().perform_seek()
-                uncommitted = [tp for tp in streams if self._committed_offset.get(tp) is None]
-                if uncommitted and self.app.consumer_generation_id == generation:
-                    await self._thread.seek_to_beginning(*uncommitted)
-            finally:
                 if self.app.consumer_generation_id == generation:
-                    # After a new assignment faust itself pauses and resumes the partitions of that generation.
-                    self.resume_partitions(delivering)
-                await self._thread.call_thread(_resume_fetching, consumer, withheld)
+                    self.fetcher.seek({tp: self._committed_offset.get(tp) for tp in inputs})
+            finally:
+                self._seeking -= 1
+                self._sync_input()
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        # Positions come from the next assignment's seek: what was handed over may be dropped by the rebalance's
+        # `flow_control.clear()` of the inbox.
+        self.fetcher.reset()
+        await super().on_partitions_revoked(revoked)
+
+    def _sync_input(self) -> None:
+        """Fetch the input partitions faust keeps active, unless the flow is held back or a seek runs."""
+        if self._seeking or not self.flow_active or self._slow() or self.app.should_stop:
+            self.fetcher.fetch(frozenset())
+        else:
+            self.fetcher.fetch({tp for tp in self._get_active_partitions() if self._is_input_tp(tp)})
+
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        if not self._is_input_tp(tp):  # faust's check reads aiokafka's fetch state, which input partitions lack
+            super().verify_event_path(now, tp)
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Mapping[TP, list[Any]]:
+        changelogs = {tp for tp in active_partitions or () if not self._is_input_tp(tp)}
+        if not changelogs:  # aiokafka reads no partition as every partition; faust sleeps then too
+            await asyncio.sleep(timeout)
+            return {}
+        return await super()._getmany(changelogs, timeout)
+
     async def seek_wait(self, partitions: Mapping[TP, int | None]) -> None:
         await super().seek_wait(readable_offsets(partitions))
 
-    async def _drain_messages(self, fetcher: ServiceT) -> None:
-        """Hand the fetched input messages to the engine's inbox, a partition's fetched records at once, and every
-        other message to faust's conductor as faust's own loop does, without a race per message between rebalances.
+    @Service.task
+    async def _drain_input(self) -> None:
+        """Hand what the fetcher fetched to the engine's inbox, a partition's messages at once.
 
-        faust's loop (`getmany` and its caller) turns each record into a faust message, looks up its partition's
-        high watermark, tracks it for the revocation's `wait_empty` and awaits its delivery in `wait_first` against
-        the suspension of the flow: four tasks and an `asyncio.wait` per message, the larger part of what Kafka and
-        Faust cost this worker (profiled). Between rebalances an input partition's records become `Inbound` tuples
-        in one pass and go to the inbox together; the engine's loop tracks the batch it takes instead
-        (`track_batch`). Other deliveries either complete without yielding or wait for room in a stream buffer,
-        which its reader makes, or for faust's producer buffer to drain, which its producer does on its own; so
-        they are awaited directly. From the start of a rebalance until the worker is ready again each delivery is
-        raced as faust does, for two reasons: a delivery may wait for a flow that only the table recovery this loop
-        feeds resumes, and each `flow_control.resume()` of the recovery empties the changelog and stream buffers,
-        so they must stay as empty as faust's turn of the event loop per message keeps them (a standby table
-        otherwise loses the changelog records that sat there).
+        faust's loop turns each record into a faust message, looks up its partition's high watermark, tracks it for
+        the revocation's `wait_empty` and awaits its delivery in `wait_first` against the suspension of the flow:
+        four tasks and an `asyncio.wait` per message, the larger part of what Kafka and Faust cost this worker
+        (profiled). Here a partition's messages go to the inbox together, and the engine's loop tracks the batch
+        it takes instead (`track_batch`). Messages are handed over only while the flow runs between rebalances;
+        a rebalance's `flow_control.clear()` empties the inbox, and the seek that follows sets the positions again.
+        """
+        fetcher = self.fetcher
+        try:
+            while not self.should_stop:
+                self._sync_input()
+                epoch = fetcher.epoch
+                messages = fetcher.take() or await fetcher.wait(INPUT_WAIT)
+                if not messages:
+                    continue
+                if fetcher.epoch != epoch:  # reassigned while waiting: these may come from before the change
+                    fetcher.restart()
+                    continue
+                by_tp, errors = fetcher.group(messages)
+                for error in errors:
+                    self.log.warning("Fetching input: %s", error.str())
+                await self._hand_over(by_tp, epoch)
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.log.exception("Drain input raised: %r", exc)
+            await self.app.crash(exc)
+
+    async def _hand_over(self, by_tp: Mapping[TP, list[Inbound]], epoch: int) -> None:
+        app, fetcher, inbox = self.app, self.fetcher, self.transport.inbox
+        generation = app.consumer_generation_id
+        for tp, messages in by_tp.items():
+            if (fetcher.epoch != epoch or app.consumer_generation_id != generation or tp not in fetcher.fetching
+                    or self._seeking or not self.flow_active or self._slow()):
+                fetcher.restart()  # what is dropped here is fetched again
+                return
+            expected = fetcher.next_offset(tp)
+            if expected is None:  # from the partition's beginning, wherever the log starts
+                expected = messages[0].offset
+            elif messages[0].offset < expected:  # librdkafka drops them; handed over twice, they would block commits
+                messages = [message for message in messages if message.offset >= expected]
+                if not messages:
+                    continue
+            if messages[-1].offset - expected != len(messages) - 1 and app.topics.acks_enabled_for(tp.topic):
+                for message in messages:  # offsets missing from the log (compaction, transaction markers)
+                    if message.offset > expected:
+                        await self._add_gap(tp, expected, message.offset - 1)
+                    expected = message.offset + 1
+            last = messages[-1].offset
+            self._read_offset[tp] = last
+            fetcher.handed_over(tp, last)
+            app.monitor.track_tp_end_offset(tp, fetcher.highwater(tp))
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                self.commit_in_background()
+            await inbox.put_many(messages)
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:
+        """faust's delivery loop for the changelog messages aiokafka fetches, without a race per message between
+        rebalances. faust races each delivery against the suspension of the flow; between rebalances a delivery
+        either completes without yielding or waits for room in a stream buffer, which its reader makes, so it is
+        awaited directly. From the start of a rebalance until the worker is ready again each delivery is raced as
+        faust does: each `flow_control.resume()` of the recovery empties the changelog buffers, so they must stay
+        as empty as faust's turn of the event loop per message keeps them (a standby table otherwise loses the
+        changelog records that sat there).
         The rest is faust's: records of partitions no longer active and below a partition's read offset (before a
-        seek) are dropped, gaps are recorded for the commit, a commit every `broker_commit_every` acks (started
-        here, not awaited), the read offset follows delivery, a fetch while the flow is off seeks back to the
-        committed offsets.
+        seek) are dropped, gaps are recorded for the commit, the read offset follows delivery, a fetch while the
+        flow is off seeks back to the committed offsets.
         """
         try:
             while not (self.should_stop or fetcher.should_stop):
@@ -159,25 +227,24 @@ class _Consumer(faust_aiokafka.Consumer):
     async def _deliver(self, records: Mapping[TP, list[Any]], active: set[TP] | None) -> None:
         app = self.app
         generation = app.consumer_generation_id
-        inbox = self.transport.inbox
+        read_offset = self._read_offset
         for tp, fetched in records.items():
-            if not self.flow_active or app.consumer_generation_id != generation:
-                return
-            if active is not None and tp not in active and tp not in self._buffered_partitions:
-                continue
-            last = self._read_offset[tp]
-            if last is not None:
-                fetched = [record for record in fetched if record.offset >= last]
-            if not fetched:
-                continue
-            app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            if self._commit_every is not None and self._n_acked >= self._commit_every:
-                self._n_acked = 0
-                self.commit_in_background()
-            if tp.topic in inbox.topics and not self._slow():
-                await self._hand_over(tp, fetched, last, inbox)
-            else:
-                await self._deliver_each(tp, fetched, generation, active)
+            acks = app.topics.acks_enabled_for(tp.topic)
+            for record in fetched:
+                if not self.flow_active or app.consumer_generation_id != generation:
+                    return
+                if active is not None and tp not in active and tp not in self._buffered_partitions:
+                    break
+                offset, last = record.offset, read_offset[tp]
+                if last is not None and offset < last:
+                    continue
+                if last and offset - last > 1 and acks:
+                    await self._add_gap(tp, last + 1, offset)
+                if self._slow():
+                    await self.wait_first(self.callback(self._to_message(tp, record)), self.suspend_flow.wait())
+                else:
+                    await self.callback(self._to_message(tp, record))
+                read_offset[tp] = offset
             await asyncio.sleep(0)
 
     def commit_in_background(self) -> None:
@@ -199,53 +266,6 @@ class _Consumer(faust_aiokafka.Consumer):
             return
         self.log.error("Commit raised: %r", task.exception())
         self._crashing = asyncio.ensure_future(self.app.crash(task.exception()))
-
-    async def _hand_over(self, tp: TP, fetched: list[Any], last: int | None, inbox: Inbox) -> None:
-        topic, partition = tp.topic, tp.partition
-        messages = [Inbound(topic, partition, record.offset, record.key, record.value, tp) for record in fetched]
-        first, end = messages[0].offset, messages[-1].offset
-        missing = end - first != len(messages) - 1 or (last and first - last > 1)
-        if missing and self.app.topics.acks_enabled_for(topic):
-            for message in messages:  # faust's test, message by message, where some offset is missing
-                if last and message.offset - last > 1:
-                    await self._add_gap(tp, last + 1, message.offset)
-                last = message.offset
-        self._read_offset[tp] = messages[-1].offset
-        await inbox.put_many(messages)
-
-    async def _deliver_each(self, tp: TP, fetched: list[Any], generation: int, active: set[TP] | None) -> None:
-        """faust's delivery, a message at a time; input messages go to the inbox once the flow allows. As faust
-        does, each message is dropped once the partition is no longer active: a delivery yields, and meanwhile a
-        seek may pause the partition and set its read offset back, which a later message of this fetch must not
-        move forward again: the records read again from there would be dropped as already delivered, and the
-        partition's commit would stop at them (tests/reliability/test_crashes.py caught it)."""
-        app = self.app
-        read_offset = self._read_offset
-        inbox = self.transport.inbox
-        to_inbox = tp.topic in inbox.topics
-        acks = app.topics.acks_enabled_for(tp.topic)
-        for record in fetched:
-            if not self.flow_active or app.consumer_generation_id != generation:
-                return
-            if active is not None and tp not in active and tp not in self._buffered_partitions:
-                continue
-            offset, last = record.offset, read_offset[tp]
-            if last is not None and offset < last:
-                continue
-            if last and offset - last > 1 and acks:
-                await self._add_gap(tp, last + 1, offset)
-            slow = self._slow()
-            if to_inbox:
-                message = Inbound(tp.topic, tp.partition, offset, record.key, record.value, tp)
-                if slow:
-                    await self.wait_first(inbox.put_when_flowing(message), self.suspend_flow.wait())
-                else:
-                    await inbox.put(message)
-            elif slow:
-                await self.wait_first(self.callback(self._to_message(tp, record)), self.suspend_flow.wait())
-            else:
-                await self.callback(self._to_message(tp, record))
-            read_offset[tp] = offset
 
     def track_batch(self, size: int) -> InFlight:
         """The engine took a batch of `size` input messages: a revocation's `wait_empty` waits until it is acked.
@@ -308,25 +328,13 @@ def readable_offsets(partitions: Mapping[TP, int | None]) -> dict[TP, int]:
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust's consumer thread, whose fetches the broker holds until `FETCH_MIN_BYTES` are ready or a quarter of
-    the batch timeout has passed, whichever comes first.
+    """faust's consumer thread, whose aiokafka consumer leaves the input partitions to the fetcher."""
 
-    faust asks the broker to hold a fetch up to 1.5 s for a single byte. aiokafka keeps one fetch in flight per
-    broker and leaves out of it the partitions whose records are still buffered, so a fetch that went out while
-    every busy partition was buffered holds only quiet ones (such as the consent topic's), and the busy ones are
-    not fetched again until it returns. Seen in latency runs (issue 8): whole runs at a p50 of 1.2-1.5 s with the
-    worker well under its capacity; none with a bound. A bound alone, with a byte as the minimum, turned a steady
-    2,000 touchpoints/s into ~520 fetches/s, each a request, a response and a hop between threads: 0.75 cores of
-    the worker. Waiting for `FETCH_MIN_BYTES` up to a quarter of the batch timeout, ~150 fetches/s and 0.38 cores,
-    with the same latency (measured); a backlog fills a fetch at once.
-    """
-
-    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:
-        consumer = super()._create_worker_consumer(transport)
-        # aiokafka 0.14 reads both in start()
-        consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms
-        consumer._fetch_min_bytes = FETCH_MIN_BYTES
-        return consumer
+    async def on_partitions_assigned(self, assigned: set[TP], generation: int) -> None:
+        # A new assignment starts unpaused; paused, aiokafka keeps its positions but sends no fetch for them.
+        inputs = self.consumer.transport.inbox.topics
+        self._ensure_consumer().pause(*(TopicPartition(*tp) for tp in assigned if tp.topic in inputs))
+        await super().on_partitions_assigned(assigned, generation)
 
 
 class Transport(faust_aiokafka.Transport):
@@ -338,4 +346,6 @@ class Transport(faust_aiokafka.Transport):
     def __init__(self, url: Any, app: Any, inbox: Inbox) -> None:
         super().__init__(url, app)
         self.inbox = inbox
+        self.bootstrap = ",".join(f"{u.host}:{u.port or 9092}" for u in self.url)
+        # The broker holds an input fetch until FETCH_MIN_BYTES are ready or a quarter of the batch timeout passed.
         self.fetch_max_wait_ms = max(1, round(inbox.within * 1000 / 4))

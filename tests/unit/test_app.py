@@ -11,7 +11,7 @@ from faust.types import TP
 from streams import topics
 from streams.app import (CLEAN_STOP, GC_YOUNG_THRESHOLD, Acks, StaggeredOptions, create_app,
                          discard_state_after_crash, settle_garbage_collector, staggered_write_buffer)
-from streams.consumer import FETCH_MIN_BYTES, readable_offsets
+from streams.consumer import readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
 from streams.worker import Inbound
@@ -49,21 +49,10 @@ def test_seeks_to_unknown_or_negative_offsets_start_the_partition_from_its_begin
     assert readable_offsets(dict(zip(tps, [None, -2, -1, 0, 41]))) == dict(zip(tps, [0, 0, 0, 0, 41]))
 
 
-def test_the_broker_holds_a_fetch_for_256_kib_up_to_a_quarter_of_the_batch_timeout():
-    settings = load({"batch_timeout": "0.08"}, {})
-    engine = SimpleNamespace(model=SimpleNamespace(version="test"))
-
-    async def fetch_bounds() -> tuple[int, int]:
-        app = create_app(settings, engine)
-        thread = app.consumer._thread
-        consumer = thread._create_worker_consumer(app.transport)
-        try:
-            return consumer._fetch_max_wait_ms, consumer._fetch_min_bytes
-        finally:
-            await consumer.stop()
-            thread.thread_loop.close()  # the thread's own loop, which only its start would run and close
-
-    assert asyncio.run(fetch_bounds()) == (20, FETCH_MIN_BYTES)  # faust's own: 1,500 ms for 1 byte
+def test_the_input_is_fetched_from_the_settings_broker_with_a_quarter_of_the_batch_timeout_as_the_wait():
+    settings = load({"batch_timeout": "0.08", "bootstrap_servers": "kafka-1:9093,kafka-2"}, {})
+    app = create_app(settings, SimpleNamespace(model=SimpleNamespace(version="test")))
+    assert (app.transport.bootstrap, app.transport.fetch_max_wait_ms) == ("kafka-1:9093,kafka-2:9092", 20)
 
 
 def test_the_worker_freezes_its_start_up_heap_and_collects_young_objects_rarely():
