@@ -13,7 +13,8 @@ Design (faust-streaming 0.15.3, aiokafka transport):
   and changelog partition of the input partition it came from. Each partition's database has a write buffer of its
   own size (`StaggeredOptions`), so that the partitions do not flush and compact all at once.
 - The state and consent tables are co-partitioned with the input topic (same partition count, same key bytes).
-- The consumer is faust's, with its seek, standby-seek and delivery loop repaired.
+- The consumer is faust's for the group, the commits and the changelogs; librdkafka fetches the input partitions
+  (streams/fetch.py), outside the interpreter, from where faust's seek after each rebalance puts them.
 - The engine keeps recent states in memory and writes a changed one to the store `state_write_delay` seconds later
   (streams/cache.py). A batch's messages are acked once all its states are written (`Acks`); an idle engine
   writes them all, so that a rebalance's or a stop's wait for acks ends with everything written and committed.
@@ -238,9 +239,9 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
         # default, by the dozen); under the 1 MB request and broker message limits.
         producer_max_batch_size=512 * 1024,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
-        # A poll decodes at most ten batches ahead. Unbounded, one poll turned a whole fetch (12 partitions x 1 MiB,
-        # ~300,000 touchpoints) into Python objects at once, which every full garbage collection then scanned
-        # (~80 ms each, measured); 2,000 per poll cost 30% of the throughput (measured).
+        # A poll of changelog records (recovery, standbys) decodes at most ten batches ahead. Unbounded, one poll
+        # turned a whole fetch (12 partitions x 1 MiB) into Python objects at once, which every full garbage
+        # collection then scanned (~80 ms each, measured when aiokafka fetched the input too).
         broker_max_poll_records=10 * settings.batch_size,
         # faust's opt-in repairs of its Cython stream iterator and conductor (a buffered event taken straight from
         # its queue, a message decoded once for all channels of its topic). Input messages no longer pass through
@@ -374,7 +375,7 @@ def serve(settings: Settings) -> None:
 
 
 # Young objects a collection waits for (Python's default: 700). A micro-batch keeps its messages, records and
-# touchpoints alive while it runs, and the consumer holds up to ten batches of fetched records: at 700, each
+# touchpoints alive while it runs, and the inbox holds up to two batches of fetched messages: at 700, each
 # collection traversed them, promoted them and left them to full collections. Over 1M touchpoints at full speed,
 # collections took 1 s of every 10 (26 full ones); at 25,000, 0.2 s (measured; at 100,000, 0.07 s, in pauses of
 # ~20 ms where these take ~4-12 ms).
