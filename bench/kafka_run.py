@@ -263,12 +263,32 @@ class _ActionClock:
         self.cons.close()
 
 
-def _records(events: Iterable[Touchpoint], rate: float, bar: tqdm | None = None) -> Iterator[tuple[str, bytes]]:
-    """Keyed touchpoints released at `rate` per second, each stamped with the wall clock as it is released."""
-    for event in produce._paced(events, produce.Plan(rate=rate)):
+# The event time a touchpoint is encoded with before its release, replaced then by the wall clock (13 digits too).
+_PLACEHOLDER = b'"event_time":9999999999999'
+
+
+def _prepared(events: Iterable[Touchpoint], bar: tqdm | None = None) -> list[tuple[str, bytes, bytes]]:
+    """Touchpoints encoded ahead of their release, as (key, JSON before the event time, JSON after it).
+
+    The load generator runs on the cores of the worker it measures: simulating and encoding a touchpoint as it is
+    released took ~14 of its ~20 µs (measured), a third of a core at 20,000 touchpoints/s."""
+    prepared = []
+    for event in events:
+        wire = dataclasses.replace(event, event_time_ms=int(_PLACEHOLDER.rsplit(b":", 1)[1])).to_wire()
+        head, _, tail = wire.partition(_PLACEHOLDER)
+        prepared.append((event.customer_id, head + b'"event_time":', tail))
         if bar is not None:
             bar.update()
-        yield event.customer_id, dataclasses.replace(event, event_time_ms=int(time.time() * 1000)).to_wire()
+    return prepared
+
+
+def _records(prepared: Iterable[tuple[str, bytes, bytes]], rate: float,
+             bar: tqdm | None = None) -> Iterator[tuple[str, bytes]]:
+    """Keyed touchpoints released at `rate` per second, each stamped with the wall clock as it is released."""
+    for key, head, tail in produce._paced(prepared, produce.Plan(rate=rate)):  # type: ignore[arg-type]
+        if bar is not None:
+            bar.update()
+        yield key, b"%s%d%s" % (head, int(time.time() * 1000), tail)
 
 
 def _wait(what: str, done: Callable[[], bool], worker: Worker, seconds: float) -> None:
@@ -294,6 +314,9 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
     prod = kafka.producer(s.bootstrap, **{"linger.ms": 5})
     watcher = kafka.consumer(s.bootstrap, group_id=s.app_id)  # only reads the group's offsets; never subscribes
     inputs, outputs = scratch.partitions(s.input_topic), scratch.partitions(s.action_topic)
+    count = int(rate * seconds)
+    with tqdm(total=count, unit=" events", file=sys.stderr, desc=f"{argv[-1]}: encoding the phase's touchpoints") as bar:
+        prepared = _prepared(islice(events, count), bar)
     try:
         with Worker(argv, scratch, log) as worker:
             # Warm-up, whatever the policy: touchpoints until the worker has committed some of them (it has joined,
@@ -304,12 +327,11 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
                 worker.check()
                 if time.monotonic() > deadline:
                     raise LamError(f"{argv[-1]}: nothing committed within 120 s of start (log: {log})")
-                kafka.deliver_all(prod, _records(islice(events, 10), 100), s.input_topic)
+                kafka.deliver_all(prod, _records(_prepared(islice(events, 10)), 100), s.input_topic)
                 time.sleep(0.5)
             started_ms, cpu, machine = int(time.time() * 1000), worker.cpu_seconds(), cpu_times()
-            count = int(rate * seconds)
             bar = tqdm(total=count, unit=" events", file=sys.stderr, desc=f"{argv[-1]} at {rate:,.0f}/s")
-            failed = kafka.deliver_all(prod, _records(islice(events, count), rate, bar), s.input_topic)
+            failed = kafka.deliver_all(prod, _records(prepared, rate, bar), s.input_topic)
             bar.close()
             cores = (worker.cpu_seconds() - cpu) / (time.time() - started_ms / 1000)
             stolen = stolen_share(machine, cpu_times())
