@@ -98,7 +98,7 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _sync_input(self) -> None:
         """Fetch the input partitions faust keeps active, unless the flow is held back or a seek runs."""
-        if self._seeking or not self.flow_active or self._slow() or self.app.should_stop:
+        if self._seeking or self._slow() or self.app.should_stop:
             self.fetcher.fetch(frozenset())
         else:
             self.fetcher.fetch({tp for tp in self._get_active_partitions() if self._is_input_tp(tp)})
@@ -158,7 +158,7 @@ class _Consumer(faust_aiokafka.Consumer):
         generation = app.consumer_generation_id
         for tp, messages in by_tp.items():
             if (fetcher.epoch != epoch or app.consumer_generation_id != generation or tp not in fetcher.fetching
-                    or self._seeking or not self.flow_active or self._slow()):
+                    or self._seeking or self._slow()):
                 fetcher.restart()  # what is dropped here is fetched again
                 return
             expected = fetcher.next_offset(tp)
@@ -222,6 +222,7 @@ class _Consumer(faust_aiokafka.Consumer):
             self.log.warning(f"exception performing seek when flow not active {exc}")
 
     def _slow(self) -> bool:
+        # Also whenever the flow is off: `stop_flow` sets `suspend_flow`.
         return self.app.rebalancing or self.suspend_flow.is_set() or not self.app.flow_control.is_active()
 
     async def _deliver(self, records: Mapping[TP, list[Any]], active: set[TP] | None) -> None:

@@ -186,3 +186,65 @@ def test_the_delivery_loop_starts_one_commit_at_a_time_without_waiting_and_a_fai
     during, total, crashes = asyncio.run(scenario())
     assert during == 1 and total == 2
     assert [str(exc) for exc in crashes] == ["the broker went away"]
+
+
+class _Positions:
+    """The fetcher's side of a hand-over, without a broker: the partition's next offset, the epoch, restarts."""
+
+    def __init__(self, tp: TP, position: int | None) -> None:
+        self.epoch, self.restarts, self.fetching = 1, 0, frozenset({tp})
+        self._next = {tp: position}
+
+    def next_offset(self, tp: TP) -> int | None:
+        return self._next.get(tp)
+
+    def handed_over(self, tp: TP, last_offset: int) -> None:
+        self._next[tp] = last_offset + 1
+
+    def highwater(self, tp: TP) -> int:
+        return 1_000
+
+    def restart(self) -> None:
+        self.epoch += 1
+        self.restarts += 1
+
+
+def _hand_over(offsets: tuple[int, ...], position: int | None, *, stale: bool = False,
+               flowing: bool = True) -> tuple[list[int], list[tuple[int, int]], int | None, int]:
+    """Fetched messages of input partition 3 at `offsets` handed over from `position`: the offsets that reach the
+    inbox, the gaps recorded for the commit, the partition's next position and the fetcher's restarts."""
+    settings = load({}, {})
+    tp = TP(settings.input_topic, 3)
+
+    async def scenario() -> tuple[list[int], list[tuple[int, int]], int | None, int]:
+        app = create_app(settings, SimpleNamespace(model=SimpleNamespace(version="test")))
+        await app.topics._update_indices()
+        consumer = _consumer(app)
+        consumer.fetcher = positions = _Positions(tp, position)
+        app.flow_control.resume()
+        if flowing:
+            consumer.resume_flow()
+        else:
+            consumer.stop_flow()
+        messages = [Inbound(tp.topic, tp.partition, offset, b"c1", b"{}", tp) for offset in offsets]
+        await consumer._hand_over({tp: messages}, positions.epoch - 1 if stale else positions.epoch)
+        gaps = sorted((gap.begin, gap.end - 1) for gap in consumer._gap[tp])
+        return ([m.offset for m in app.transport.inbox._messages], gaps, positions.next_offset(tp),
+                positions.restarts)
+
+    return asyncio.run(scenario())
+
+
+def test_fetched_messages_go_to_the_inbox_and_move_the_partition_s_position():
+    assert _hand_over((5, 6, 7), position=5) == ([5, 6, 7], [], 8, 0)
+    assert _hand_over((0, 1), position=None) == ([0, 1], [], 2, 0)  # from the partition's beginning
+
+
+def test_offsets_missing_from_the_log_are_recorded_as_gaps_and_those_handed_over_before_are_dropped():
+    assert _hand_over((7, 8, 11), position=5) == ([7, 8, 11], [(5, 6), (9, 10)], 12, 0)
+    assert _hand_over((3, 4, 5, 6), position=5) == ([5, 6], [], 7, 0)
+
+
+def test_messages_fetched_before_a_change_or_while_the_flow_is_off_are_dropped_and_fetched_again():
+    assert _hand_over((5, 6), position=5, stale=True) == ([], [], 5, 1)
+    assert _hand_over((5, 6), position=5, flowing=False) == ([], [], 5, 1)
