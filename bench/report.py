@@ -190,8 +190,9 @@ def markdown(e: dict[str, Any]) -> str:
         f"The engine under Kafka and Faust reaches {rate / c['ceiling_per_second']:.0%} "
         f"of the ceiling, {rate / c['engine_rocksdb_per_second']:.0%} of "
         f"`Engine.process` alone and {e['ratios']['engine_share_of_worker_bound']:.0%} of the most one worker "
-        "process can do here: the sum of the stages every touchpoint must pass, each timed alone. faust's Kafka "
-        "client (aiokafka) decodes fetches and runs the group in Python, under the worker's one interpreter lock.",
+        "process can do here: the sum of the stages every touchpoint must pass, each timed alone. librdkafka fetches "
+        "and parses the input outside the interpreter; every stage, the group, the commits and the sends of states "
+        "and actions run under the worker's one interpreter lock.",
         "",
         f"Targets: >= 50,000 events/s per worker ({_verdict(eng['throughput']['events_per_second'] >= 50_000)}"
         f"{'' if bound >= 50_000 else f', and above the bound of one worker process here, {bound:,}/s'}), "
