@@ -1,4 +1,4 @@
-"""Micro-batches of input messages, from the consumer's delivery loop straight to the engine's loop.
+"""Micro-batches of input messages, from the consumer straight to the engine's loop.
 
 faust hands each message to an agent through its conductor and a stream: an event, a queue put and get, a stream
 step, sensors and an ack each, about 40 microseconds per touchpoint, the larger part of a worker's time (measured,
@@ -22,10 +22,10 @@ from mode.utils.queues import FlowControlEvent
 
 class Inbox:
     """Messages of `topics` waiting for the engine; a batch closes at `batch_size` messages, or once it has one and
-    `within` seconds have passed since the engine took its previous batch. Holds at most two batches: the delivery
-    loop waits for room beyond that.
+    `within` seconds have passed since the engine took its previous batch. Holds at most two batches: the consumer
+    waits for room beyond that.
 
-    The time counts from the previous batch, not from a batch's first message: the delivery loop runs on the
+    The time counts from the previous batch, not from a batch's first message: the consumer's hand-over runs on the
     engine's event loop, so what is fetched while the engine computes a batch arrives here only after it, and
     waited already. Counted from its arrival, every batch under steady traffic waited `within` more (measured: 14
     ms of each 42 ms cycle at 16,000 touchpoints/s, and a p50 latency of 61 ms against 48 without)."""
@@ -34,7 +34,6 @@ class Inbox:
         self.topics = frozenset(topics)
         self.batch_size = batch_size
         self.within = within
-        self._flow_control = flow_control
         self._messages: list[Any] = []
         self._taken_at = 0.0  # when the engine took its last batch
         self._cleared = 0
@@ -50,9 +49,6 @@ class Inbox:
         self._messages = []
         self._cleared += 1
         self._room.set()
-
-    async def put(self, message: Any) -> None:
-        await self.put_many([message])
 
     async def put_many(self, messages: list[Any]) -> None:
         """Append `messages` in order, as room allows; those still waiting for room are dropped if a rebalance
@@ -72,11 +68,6 @@ class Inbox:
             messages = messages[room:]
             if len(self._messages) >= self.batch_size:
                 self._arrived.set()
-
-    async def put_when_flowing(self, message: Any) -> None:
-        """`put` once faust's flow control lets messages through (it holds them back during a rebalance)."""
-        await self._flow_control.acquire()
-        await self.put(message)
 
     async def take(self, idle: float | None = None) -> list[Any]:
         """The next batch, as soon as it is full, or has a message and `within` seconds have passed since the last

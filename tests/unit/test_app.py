@@ -153,7 +153,7 @@ def test_state_partitions_get_write_buffers_of_different_sizes_around_the_mean(t
     assert staggered_write_buffer(mean, 7) != mean
 
 
-def test_the_delivery_loop_starts_one_commit_at_a_time_without_waiting_and_a_failed_one_stops_the_worker():
+def test_the_hand_over_starts_one_commit_at_a_time_without_waiting_and_a_failed_one_stops_the_worker():
     settings = load({}, {})
     engine = SimpleNamespace(model=SimpleNamespace(version="test"))
 

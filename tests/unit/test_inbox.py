@@ -17,13 +17,13 @@ def test_a_full_batch_is_taken_at_once_and_the_rest_waits_for_the_next():
     async def scenario() -> tuple[list, float, list]:
         inbox, _ = _inbox(batch_size=3, within=10.0)
         for m in range(4):
-            await inbox.put(m)
+            await inbox.put_many([m])
         loop = asyncio.get_running_loop()
         started = loop.time()
         first = await inbox.take()
         waited = loop.time() - started
         for m in (4, 5):
-            await inbox.put(m)
+            await inbox.put_many([m])
         return first, waited, await inbox.take()
 
     first, waited, second = asyncio.run(scenario())
@@ -39,12 +39,12 @@ def test_a_partial_batch_is_taken_once_its_time_has_passed_since_the_previous_ba
         await asyncio.sleep(0.1)  # nothing arrives: no empty batch
         assert not taking.done()
         arrived = loop.time()
-        await inbox.put("a")
+        await inbox.put_many(["a"])
         lone = await taking  # after a quiet spell: at once
         taken = loop.time()
         waited_lone = taken - arrived
-        await inbox.put("b")
-        await inbox.put("c")
+        await inbox.put_many(["b"])
+        await inbox.put_many(["c"])
         return lone, waited_lone, await inbox.take(), loop.time() - taken
 
     lone, waited_lone, batch, waited = asyncio.run(scenario())
@@ -57,8 +57,8 @@ def test_the_delivery_waits_for_room_beyond_two_batches():
     async def scenario() -> tuple[bool, bool, list]:
         inbox, _ = _inbox(batch_size=2, within=10.0)
         for m in range(4):
-            await inbox.put(m)
-        fifth = asyncio.ensure_future(inbox.put(4))
+            await inbox.put_many([m])
+        fifth = asyncio.ensure_future(inbox.put_many([4]))
         await asyncio.sleep(0.01)
         blocked = not fifth.done()
         await inbox.take()
@@ -73,32 +73,18 @@ def test_the_delivery_waits_for_room_beyond_two_batches():
 def test_a_rebalance_drops_what_waits_and_what_was_fetched_before_it():
     async def scenario() -> list:
         inbox, flow = _inbox(batch_size=1, within=10.0)
-        await inbox.put("old-1")
-        await inbox.put("old-2")
-        late = asyncio.ensure_future(inbox.put("old-3"))  # waits for room
+        await inbox.put_many(["old-1"])
+        await inbox.put_many(["old-2"])
+        late = asyncio.ensure_future(inbox.put_many(["old-3"]))  # waits for room
         await asyncio.sleep(0.01)
         flow.suspend()
         flow.clear()  # what faust does to its stream buffers when partitions are revoked
         await late
         flow.resume()
-        await inbox.put("new")
+        await inbox.put_many(["new"])
         return await inbox.take()
 
     assert asyncio.run(scenario()) == ["new"]
-
-
-def test_while_the_flow_is_suspended_nothing_enters():
-    async def scenario() -> tuple[int, list]:
-        inbox, flow = _inbox(batch_size=1, within=10.0)
-        flow.suspend()
-        putting = asyncio.ensure_future(inbox.put_when_flowing("m"))
-        await asyncio.sleep(0.01)
-        held = len(inbox)
-        flow.resume()
-        await putting
-        return held, await inbox.take()
-
-    assert asyncio.run(scenario()) == (0, ["m"])
 
 
 def test_a_fetch_handed_over_at_once_fills_two_batches_and_the_rest_waits_for_room_in_order():
@@ -123,7 +109,7 @@ def test_a_rebalance_drops_the_rest_of_a_fetch_that_waits_for_room():
         await asyncio.sleep(0.01)
         flow.clear()
         await handing
-        await inbox.put("new")
+        await inbox.put_many(["new"])
         return await inbox.take()
 
     assert asyncio.run(scenario()) == ["new"]
@@ -137,7 +123,7 @@ def test_an_idle_take_returns_nothing_after_the_idle_time_and_a_batch_as_usual_w
         idle = await inbox.take(idle=0.05)
         waited = loop.time() - started
         for m in range(3):
-            await inbox.put(m)
+            await inbox.put_many([m])
         return idle, waited, await inbox.take(idle=0.05)
 
     idle, waited, batch = asyncio.run(scenario())
