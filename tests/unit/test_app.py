@@ -11,7 +11,7 @@ from faust.types import TP
 from streams import topics
 from streams.app import (CLEAN_STOP, GC_YOUNG_THRESHOLD, Acks, StaggeredOptions, create_app,
                          discard_state_after_crash, settle_garbage_collector, staggered_write_buffer)
-from streams.consumer import readable_offsets
+from streams.consumer import CHANGELOG_FETCH_WAIT_MS, readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
 from streams.worker import Inbound
@@ -53,6 +53,20 @@ def test_the_input_is_fetched_from_the_settings_broker_with_a_quarter_of_the_bat
     settings = load({"batch_timeout": "0.08", "bootstrap_servers": "kafka-1:9093,kafka-2"}, {})
     app = create_app(settings, SimpleNamespace(model=SimpleNamespace(version="test")))
     assert (app.transport.bootstrap, app.transport.fetch_max_wait_ms) == ("kafka-1:9093,kafka-2:9092", 20)
+
+
+def test_the_broker_holds_a_changelog_fetch_a_tenth_of_a_second_at_most():
+    async def fetch_wait() -> int:
+        app = create_app(load({}, {}), SimpleNamespace(model=SimpleNamespace(version="test")))
+        thread = app.consumer._thread
+        consumer = thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+            thread.thread_loop.close()  # the thread's own loop, which only its start would run and close
+
+    assert asyncio.run(fetch_wait()) == CHANGELOG_FETCH_WAIT_MS == 100  # faust's own: 1,500 ms
 
 
 def test_the_worker_freezes_its_start_up_heap_and_collects_young_objects_rarely():
