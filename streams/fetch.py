@@ -31,7 +31,8 @@ from streams.worker import Inbound
 # A backlog fills it at once (a fetch takes up to 1 MiB per partition); live traffic does not within the wait bound
 # (touchpoints take ~25-50 bytes each in lz4 record batches), so there the bound decides when a fetch returns.
 FETCH_MIN_BYTES = 256 * 1024
-# What librdkafka may hold fetched ahead of the engine: ~3 seconds of a worker at full speed.
+# What librdkafka may hold fetched ahead of the engine: ~55,000 touchpoints of ~150 bytes, over a second of a worker
+# at full speed.
 QUEUED_KIB = 8 * 1024
 
 
