@@ -155,7 +155,7 @@ class _Consumer(faust_aiokafka.Consumer):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.log.exception("Drain input raised: %r", exc)
+            self.log.error("Fetching input failed, the worker stops: %s", exc)
             await self.app.crash(exc)
 
     async def _hand_over(self, by_tp: Mapping[TP, list[Inbound]], epoch: int) -> None:
