@@ -268,7 +268,7 @@ _PLACEHOLDER_MS = 9_999_999_999_999
 _EVENT_TIME = b'"event_time":'
 
 
-def _prepared(events: Iterable[Touchpoint], bar: tqdm | None = None) -> list[tuple[str, bytes, bytes]]:
+def _prepared(events: Iterable[Touchpoint], bar: tqdm | None = None) -> list[tuple[bytes, bytes, bytes]]:
     """Touchpoints encoded ahead of their release, as (key, JSON before the event time, JSON after it).
 
     The load generator runs on the cores of the worker it measures: simulating and encoding a touchpoint as it is
@@ -277,19 +277,51 @@ def _prepared(events: Iterable[Touchpoint], bar: tqdm | None = None) -> list[tup
     for event in events:
         wire = dataclasses.replace(event, event_time_ms=_PLACEHOLDER_MS).to_wire()
         head, _, tail = wire.partition(b"%s%d" % (_EVENT_TIME, _PLACEHOLDER_MS))
-        prepared.append((event.customer_id, head + _EVENT_TIME, tail))
+        prepared.append((event.customer_id.encode(), head + _EVENT_TIME, tail))
         if bar is not None:
             bar.update()
     return prepared
 
 
-def _records(prepared: Iterable[tuple[str, bytes, bytes]], rate: float,
-             bar: tqdm | None = None) -> Iterator[tuple[str, bytes]]:
-    """Keyed touchpoints released at `rate` per second, each stamped with the wall clock as it is released."""
-    for key, head, tail in produce._paced(prepared, produce.Plan(rate=rate)):  # type: ignore[arg-type]
-        if bar is not None:
-            bar.update()
-        yield key, b"%s%d%s" % (head, int(time.time() * 1000), tail)
+# How often the load generator releases the touchpoints that are due.
+TICK_SECONDS = 0.001
+
+
+def _ticks(prepared: list[tuple[bytes, bytes, bytes]], rate: float,
+           bar: tqdm | None = None) -> Iterator[list[tuple[bytes, bytes]]]:
+    """Keyed touchpoints released at `rate` per second: every tick, those due, each stamped with the wall clock.
+
+    Released one by one, each with its own pacing, poll and delivery report, the touchpoints cost the generator
+    11-12 µs each, over 0.2 cores at 19,000/s taken from the worker it measures; by the tick, 7-8 µs (two runs
+    of 190,000 each way)."""
+    started, released = time.monotonic(), 0
+    while released < len(prepared):
+        due = min(len(prepared), int((time.monotonic() - started) * rate) + 1)
+        if due > released:
+            stamp = b"%d" % int(time.time() * 1000)
+            yield [(key, head + stamp + tail) for key, head, tail in prepared[released:due]]
+            if bar is not None:
+                bar.update(due - released)
+            released = due
+        time.sleep(TICK_SECONDS)
+
+
+def _release(bootstrap: str, ticks: Iterable[list[tuple[bytes, bytes]]], topic: str) -> int:
+    """Produce the ticks' touchpoints, each tick at once, and wait for every acknowledgement; returns how many
+    failed. Only failures are reported back, so a delivered touchpoint costs no Python callback."""
+    failed = 0
+
+    def on_failure(err: Any, _msg: Any) -> None:
+        nonlocal failed
+        failed += 1
+
+    # A short linger: the producer's batching delay counts in the latency, as it would for a live source.
+    prod = kafka.producer(bootstrap, **{"linger.ms": 5, "delivery.report.only.error": True, "on_delivery": on_failure})
+    for tick in ticks:
+        for key, value in tick:
+            kafka.send(prod, topic, key, value)
+        prod.poll(0)
+    return failed + prod.flush(60)
 
 
 def _wait(what: str, done: Callable[[], bool], worker: Worker, seconds: float) -> None:
@@ -311,8 +343,6 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
     """
     s = scratch.settings
     clock = _ActionClock(scratch)
-    # A short linger: the producer's batching delay counts in the latency, as it would for a live source.
-    prod = kafka.producer(s.bootstrap, **{"linger.ms": 5})
     watcher = kafka.consumer(s.bootstrap, group_id=s.app_id)  # only reads the group's offsets; never subscribes
     inputs, outputs = scratch.partitions(s.input_topic), scratch.partitions(s.action_topic)
     count = int(rate * seconds)
@@ -329,11 +359,11 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
                 worker.check()
                 if time.monotonic() > deadline:
                     raise LamError(f"{argv[-1]}: nothing committed within 120 s of start (log: {log})")
-                kafka.deliver_all(prod, _records(_prepared(islice(events, 10)), 100), s.input_topic)
+                _release(s.bootstrap, _ticks(_prepared(islice(events, 10)), 100), s.input_topic)
                 time.sleep(0.5)
             started_ms, cpu, machine = int(time.time() * 1000), worker.cpu_seconds(), cpu_times()
             bar = tqdm(total=count, unit=" events", file=sys.stderr, desc=f"{argv[-1]} at {rate:,.0f}/s")
-            failed = kafka.deliver_all(prod, _records(prepared, rate, bar), s.input_topic)
+            failed = _release(s.bootstrap, _ticks(prepared, rate, bar), s.input_topic)
             bar.close()
             cores = (worker.cpu_seconds() - cpu) / (time.time() - started_ms / 1000)
             stolen = stolen_share(machine, cpu_times())

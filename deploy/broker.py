@@ -2,7 +2,8 @@
 
 `lam broker start|stop|status`. Everything it writes lives under `Settings.home` (git-ignored):
   jars/                 the broker's runtime, copied by Maven from deploy/kafka/pom.xml (fetched once)
-  broker-<port>/        one folder per listener port: server.properties, data/, logs/, pid
+  broker-<port>/        one folder per listener port: server.properties, data/, pid, and logs/ (server.log,
+                        kafka.out, and kafkaServer-gc.log: the JVM's collections and their pauses)
 Starting a broker that already answers is harmless; a port held by anything else is a one-line error.
 """
 
@@ -162,7 +163,10 @@ def start(settings: Settings) -> str:
     out = open(paths.logs / "kafka.out", "ab")
     proc = subprocess.Popen(
         [java, f"-Xmx{settings.broker_heap}", f"-Xms{settings.broker_heap}", "-XX:+UseG1GC",
-         "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
+         # Its pauses, as Kafka's own launcher logs them: a stalled broker shows up in every client's latency.
+         f"-Xlog:gc*:file={paths.logs / 'kafkaServer-gc.log'}:time,uptime,tags:filecount=4,filesize=20M",
+         "-Djava.awt.headless=true",
+         f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
          f"-Dkafka.logs.dir={paths.logs}", "-cp", classpath, "kafka.Kafka", str(paths.properties)],
         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     out.close()

@@ -74,6 +74,16 @@ def create_topics(bootstrap: str, partitions: Mapping[str, int], config: Mapping
     return created
 
 
+def send(prod: Producer, topic: str, key: bytes, value: bytes, **options: Any) -> None:
+    """Produce one record; while the local queue is full, let deliveries drain first."""
+    while True:
+        try:
+            prod.produce(topic, value=value, key=key, **options)
+            return
+        except BufferError:
+            prod.poll(0.1)
+
+
 def deliver_all(prod: Producer, records: Iterable[tuple[str, bytes]], topic: str) -> int:
     """Produce keyed records and wait for every acknowledgement; returns how many failed."""
     failures = 0
@@ -84,12 +94,7 @@ def deliver_all(prod: Producer, records: Iterable[tuple[str, bytes]], topic: str
             failures += 1
 
     for key, value in records:
-        while True:
-            try:
-                prod.produce(topic, value=value, key=key.encode(), on_delivery=on_delivery)
-                break
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                prod.poll(0.1)
+        send(prod, topic, key.encode(), value, on_delivery=on_delivery)
         prod.poll(0)
     remaining = prod.flush(60)
     return failures + remaining
