@@ -29,7 +29,8 @@ import orjson
 from confluent_kafka import ConsumerGroupState, KafkaException, TopicPartition
 from tqdm import tqdm
 
-from bench.report import cpu_times, load_average, stolen_share
+from bench.report import load_average
+from bench.steal import StealSeconds, cpu_times, per_second, quiet, stolen_share
 from bench.states import ROOT, peak_rss_mib
 from streams import kafka, produce, topics
 from streams.contract import Touchpoint
@@ -340,6 +341,8 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
 
     Every action of a touchpoint offered in the phase is a sample, whatever the worker's policy: under a policy
     that acts on few touchpoints the phase needs to be long enough for a meaningful 99th percentile (`actions`).
+    Beside them, the same percentiles over the seconds the hypervisor left the cores alone (`quiet`), and each
+    second's (`by_second`, by trigger event time; see bench/steal.py).
     """
     s = scratch.settings
     clock = _ActionClock(scratch)
@@ -363,23 +366,25 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
                 time.sleep(0.5)
             started_ms, cpu, machine = int(time.time() * 1000), worker.cpu_seconds(), cpu_times()
             bar = tqdm(total=count, unit=" events", file=sys.stderr, desc=f"{argv[-1]} at {rate:,.0f}/s")
-            failed = _release(s.bootstrap, _ticks(prepared, rate, bar), s.input_topic)
-            bar.close()
-            cores = (worker.cpu_seconds() - cpu) / (time.time() - started_ms / 1000)
-            stolen = stolen_share(machine, cpu_times())
-            if failed:
-                raise LamError(f"{failed:,} touchpoints not delivered to {s.input_topic}")
-            # Drained: every touchpoint committed (the worker sends a batch's actions before it commits the batch),
-            # and every action on the topic read.
-            end = sum(_end_offsets(watcher, inputs))
-            _wait(f"{argv[-1]}: the offered touchpoints not all committed", lambda: _committed(watcher, inputs) >= end,
-                  worker, 60)
-            actions = _end_offsets(watcher, outputs)
-            _wait(f"{argv[-1]}: actions not all read back", lambda: clock.read_up_to(actions), worker, 15)
+            with StealSeconds() as steal:
+                failed = _release(s.bootstrap, _ticks(prepared, rate, bar), s.input_topic)
+                bar.close()
+                cores = (worker.cpu_seconds() - cpu) / (time.time() - started_ms / 1000)
+                stolen = stolen_share(machine, cpu_times())
+                if failed:
+                    raise LamError(f"{failed:,} touchpoints not delivered to {s.input_topic}")
+                # Drained: every touchpoint committed (the worker sends a batch's actions before it commits the
+                # batch), and every action on the topic read.
+                end = sum(_end_offsets(watcher, inputs))
+                _wait(f"{argv[-1]}: the offered touchpoints not all committed",
+                      lambda: _committed(watcher, inputs) >= end, worker, 60)
+                actions = _end_offsets(watcher, outputs)
+                _wait(f"{argv[-1]}: actions not all read back", lambda: clock.read_up_to(actions), worker, 15)
     finally:
         clock.close()
         watcher.close()
-    timed = np.array([(d, e) for t, d, e in clock.samples if t >= started_ms], dtype=np.float64).reshape(-1, 2)
+    timed = np.array([sample for sample in clock.samples if sample[0] >= started_ms], dtype=np.float64).reshape(-1, 3)
+    by_trigger, timed = timed[:, :2], timed[:, 1:]
     lat = timed[:, 0]
     pct = np.percentile(lat, [50, 95, 99]) if len(lat) else [None] * 3
     stamped = np.percentile(timed[:, 1], [50, 95, 99]) if len(lat) else [None] * 3
@@ -387,7 +392,7 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
             "p50": _round(pct[0]), "p95": _round(pct[1]), "p99": _round(pct[2]),
             "emitted_p50": _round(stamped[0]), "emitted_p95": _round(stamped[1]), "emitted_p99": _round(stamped[2]),
             "max": _round(lat.max()) if len(lat) else None, "worker_cores": round(cores, 2), "load": load_average(),
-            "stolen": stolen}
+            "stolen": stolen, "quiet": quiet(by_trigger, steal.shares), "by_second": per_second(by_trigger, steal.shares)}
 
 
 def _round(x: float | None) -> float | None:

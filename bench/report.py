@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from streams.app import WRITE_BUFFER_MB
+from bench.steal import QUIET, plot
 from streams.reports import BENCHMARKS_TITLE, merge_json, write_section
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 KEY = "engine"
 START, END = "<!-- bench:engine:start -->", "<!-- bench:engine:end -->"
+LATENCY_PNG = "latency_by_second.png"
 _PACKAGES = ("faust-streaming", "aiokafka", "confluent-kafka", "torch", "rocksdict", "numpy", "orjson")
 
 
@@ -37,29 +39,15 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def cpu_times() -> tuple[int, int]:
-    """(stolen, all) CPU time of the machine's cores since boot, in clock ticks (/proc/stat); (0, 0) without it.
-
-    A virtual machine's hypervisor takes some of its cores' time for other guests ("steal"). On the benchmark machine
-    it took up to 30% and the same code ran at half the rate from one hour to the next (issue 8); the load average
-    does not show it."""
-    try:
-        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0, 0
-    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks[:8])
-
-
-def stolen_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
-    """The share of the cores' time the hypervisor took between two `cpu_times()`; None if unknown."""
-    return round((after[0] - before[0]) / (after[1] - before[1]), 3) if after[1] > before[1] else None
-
-
 def write(docs: Path, entry: dict[str, Any]) -> None:
     """Store `entry` under KEY in docs/benchmarks.json and its tables between our markers in docs/benchmarks.md."""
     docs.mkdir(parents=True, exist_ok=True)
     merge_json(docs / "benchmarks.json", KEY, entry)
     write_section(docs / "benchmarks.md", START, END, markdown(entry), BENCHMARKS_TITLE)
+    by_second = entry["engine"]["latency"].get("by_second")
+    if by_second:
+        plot(by_second, docs / LATENCY_PNG, f"Engine latency by second at {entry['engine']['latency']['rate']:,}/s "
+                                            "(shipped policy)")
 
 
 def _n(x: float | None, digits: int = 0) -> str:
@@ -125,7 +113,8 @@ def markdown(e: dict[str, Any]) -> str:
         "The naive design runs the first naive-events touchpoints of the same stream (a rate is comparable). "
         "Latency (the headline): touchpoints produced at half the maximum rate measured above, with event_time = "
         "wall clock at production (producer linger 5 ms; the touchpoints are simulated and encoded before the phase "
-        "starts, so that the load generator takes little of the cores it shares with the worker), to a worker "
+        "starts and released by the millisecond, so that the load generator takes little of the cores it shares "
+        "with the worker), to a worker "
         "restarted on the throughput phase's topics "
         "and states, under the same shipped policy; the touchpoints are the simulated world's next ones, so its "
         "customers have states and the policy's minimum of touchpoints, cool-downs and contact limits apply (in "
@@ -143,6 +132,7 @@ def markdown(e: dict[str, Any]) -> str:
         "batch wait (`--batch-timeout`). Worker CPU is its user and system time over the seconds touchpoints "
         "are offered.",
         "",
+        *_by_second(eng["latency"]),
         *_scale_out(e),
         "### State memory as the customer base grows",
         "",
@@ -233,10 +223,28 @@ def _latency_rows(key: str, what: str, eng: dict[str, Any], nai: dict[str, Any])
             f"| {_n(b[p], 1)} | {_ratio(a[p], b[p])} |" for p in ("p50", "p95", "p99")]
     rows.append(f"| {what}: of which event time to the action's `emitted_at`, p50 / p95 / p99, ms "
                 f"| {_percentiles(a, 'emitted_')} | {_percentiles(b, 'emitted_')} | |")
+    rows.append(f"| {what}: over the seconds with steal under {QUIET:.0%}, p50 / p95 / p99, ms (seconds: quiet "
+                f"/ all) | {_quiet(a)} | {_quiet(b)} | |")
     rows.append(f"| {what}: offered events/s; touchpoints offered / actions timed; worker CPU, cores "
                 f"| {_n(a['rate'])}; {a['offered']:,} / {a['actions']:,}; {a['worker_cores']} "
                 f"| {_n(b['rate'])}; {b['offered']:,} / {b['actions']:,}; {b['worker_cores']} | |")
     return rows
+
+
+def _by_second(phase: dict[str, Any]) -> list[str]:
+    if not phase.get("by_second"):
+        return []
+    return [f"Steal: the hypervisor's share of the machine's cores is sampled every second of each latency phase "
+            f"(bench/steal.py), and the quiet seconds' percentiles are those of the actions whose trigger fell in a "
+            f"second when it took under {QUIET:.0%}. The engine's latency phase, second by second:", "",
+            f"![engine latency and steal by second]({LATENCY_PNG})", ""]
+
+
+def _quiet(phase: dict[str, Any]) -> str:
+    if "quiet" not in phase:
+        return "n/a"
+    calm = phase["quiet"]
+    return f"{_percentiles(calm, '')} ({calm['seconds']} / {calm['of_seconds']})"
 
 
 def _stolen(design: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bench.report import END, START
+from bench.report import END, LATENCY_PNG, START
 from streams.settings import ROOT
 
 pytestmark = pytest.mark.integration
@@ -39,6 +39,10 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
         eager = entry[design]["latency_eager"]
         assert 0 < eager["p50"] <= eager["p99"]
         assert 0 <= eager["emitted_p50"] <= eager["p50"] and eager["emitted_p99"] <= eager["p99"]
+        # Steal, second by second: every second with samples has a share, and the quiet ones are among them.
+        assert eager["by_second"] and all(0 <= share <= 1 for *_, share in eager["by_second"])
+        assert sum(row[1] for row in eager["by_second"]) <= eager["actions"]
+        assert eager["quiet"]["seconds"] <= eager["quiet"]["of_seconds"] == len(eager["by_second"])
     assert entry["ceiling"]["ceiling_per_second"] > 0 and entry["ceiling"]["engine_rocksdb_per_second"] > 0
     assert entry["floor"]["throughput"]["events"] == entry["engine"]["throughput"]["events"]
     assert entry["scale_out"]["workers"] == 2
@@ -49,6 +53,8 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
 
     text = (tmp_path / "benchmarks.md").read_text()
     assert OTHER_SECTION in text and text.count(START) == 1 and text.count(END) == 1
-    for heading in ("## Streaming engine", "### Scale-out", "### State memory", "### The ceiling", "Targets:"):
+    for heading in ("## Streaming engine", "### Scale-out", "### State memory", "### The ceiling", "Targets:",
+                    "over the seconds with steal under"):
         assert heading in text
+    assert (tmp_path / LATENCY_PNG).exists() == bool(entry["engine"]["latency"]["by_second"])
     assert "events/s" in done.stdout
