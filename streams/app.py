@@ -48,7 +48,6 @@ from streams.consumer import InFlight, Transport
 from streams.emit import dead_letter_headers
 from streams.errors import UsageError
 from streams.inbox import Inbox
-from streams.outbox import Outbox
 from streams.settings import Settings
 from streams.state import StateLayout
 from streams.topics import CONSENT_TABLE, STATE_TABLE
@@ -266,7 +265,6 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
 
     @app.task
     async def engine_loop() -> None:
-        outbox = Outbox.connect(settings.bootstrap)
         try:
             # A stop waits for the batches taken to be acked (faust's wait_empty), after should_stop is set: the loop
             # goes on until none waits (a stop under load hung without it).
@@ -274,13 +272,11 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
                 # Idle with batches waiting to be acked: an empty batch writes their states (a rebalance or a stop
                 # waits for their acks, and the inbox gets nothing meanwhile).
                 idle = settings.batch_timeout if acks.waiting else None
-                await process_batch(app, engine, store, settings, await inbox.take(idle), acks, outbox)
+                await process_batch(app, engine, store, settings, await inbox.take(idle), acks)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # as an agent would: the worker stops rather than skip the batch
             await app.crash(exc)
-        finally:
-            outbox.close()
 
     health.install(app, (settings.input_topic, settings.consent_topic))
     metrics.MODEL.info({"version": engine.model.version})
@@ -323,7 +319,7 @@ class Acks:
 
 
 async def process_batch(app: faust.App, engine: Engine, store: TableStore, settings: Settings,
-                        batch: list[Inbound], acks: Acks, outbox: Outbox) -> None:
+                        batch: list[Inbound], acks: Acks) -> None:
     """One micro-batch: the engine's outcome, its actions and dead letters acknowledged by Kafka, then the states
     that mark its touchpoints applied kept and those due written, then the messages whose states are all written
     acked for the commit. An empty batch (the inbox was idle) writes every state."""
@@ -337,11 +333,12 @@ async def process_batch(app: faust.App, engine: Engine, store: TableStore, setti
     taken = consumer.track_batch(len(batch))
     started = time.perf_counter()
     outcome = engine.process(batch, store, now_ms=int(time.time() * 1000))
-    outbox.put(settings.action_topic, ((customer.encode(), value, []) for customer, value in outcome.actions))
-    outbox.put(settings.dead_letter_topic, (
+    sent = await record_batches.send_keyed(app, settings.action_topic, (
+        (customer.encode(), value, []) for customer, value in outcome.actions))
+    sent += await record_batches.send_keyed(app, settings.dead_letter_topic, (
         (message.key, message.value, dead_letter_headers(reason, message.topic, message.partition, message.offset))
         for message, reason in outcome.dead_letters))
-    await outbox.sent()
+    await asyncio.gather(*(delivery.future for delivery in sent))
     assigned = consumer.assignment()
     engine.save(outcome, store, owned=lambda tp: tp in assigned)
     await store.flush()
