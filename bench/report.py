@@ -12,8 +12,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from streams.app import WRITE_BUFFER_MB
 from bench.steal import QUIET, plot
+from streams.app import WRITE_BUFFER_MB
 from streams.reports import BENCHMARKS_TITLE, merge_json, write_section
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

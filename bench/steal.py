@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+# Quiet: under 5% of the cores' time taken. The slowest phases so far were those with steal above 10%.
 QUIET = 0.05
 
 
