@@ -307,22 +307,27 @@ def _ticks(prepared: list[tuple[bytes, bytes, bytes]], rate: float,
         time.sleep(TICK_SECONDS)
 
 
-def _release(bootstrap: str, ticks: Iterable[list[tuple[bytes, bytes]]], topic: str) -> int:
-    """Produce the ticks' touchpoints, each tick at once, and wait for every acknowledgement; returns how many
-    failed. Only failures are reported back, so a delivered touchpoint costs no Python callback."""
-    failed = 0
+class _Load:
+    """The latency phase's producer: one for the warm-up and the phase. `release` produces the ticks' touchpoints,
+    each tick at once, and waits for every acknowledgement; only failures are reported back, so a delivered
+    touchpoint costs no Python callback."""
 
-    def on_failure(err: Any, _msg: Any) -> None:
-        nonlocal failed
-        failed += 1
+    def __init__(self, bootstrap: str) -> None:
+        self.failed = 0
+        # A short linger: the producer's batching delay counts in the latency, as it would for a live source.
+        self._producer = kafka.producer(bootstrap, **{"linger.ms": 5, "delivery.report.only.error": True,
+                                                      "on_delivery": self._on_failure})
 
-    # A short linger: the producer's batching delay counts in the latency, as it would for a live source.
-    prod = kafka.producer(bootstrap, **{"linger.ms": 5, "delivery.report.only.error": True, "on_delivery": on_failure})
-    for tick in ticks:
-        for key, value in tick:
-            kafka.send(prod, topic, key, value)
-        prod.poll(0)
-    return failed + prod.flush(60)
+    def _on_failure(self, err: Any, _msg: Any) -> None:
+        self.failed += 1
+
+    def release(self, ticks: Iterable[list[tuple[bytes, bytes]]], topic: str) -> int:
+        """How many of all the touchpoints released so far were not delivered."""
+        for tick in ticks:
+            for key, value in tick:
+                kafka.send(self._producer, topic, key, value)
+            self._producer.poll(0)
+        return self.failed + self._producer.flush(60)
 
 
 def _wait(what: str, done: Callable[[], bool], worker: Worker, seconds: float) -> None:
@@ -348,6 +353,7 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
     clock = _ActionClock(scratch)
     watcher = kafka.consumer(s.bootstrap, group_id=s.app_id)  # only reads the group's offsets; never subscribes
     inputs, outputs = scratch.partitions(s.input_topic), scratch.partitions(s.action_topic)
+    load = _Load(s.bootstrap)
     count = int(rate * seconds)
     encoding = f"{argv[-1]}: encoding the phase's touchpoints"
     with tqdm(total=count, unit=" events", file=sys.stderr, desc=encoding) as bar:
@@ -362,12 +368,12 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
                 worker.check()
                 if time.monotonic() > deadline:
                     raise LamError(f"{argv[-1]}: nothing committed within 120 s of start (log: {log})")
-                _release(s.bootstrap, _ticks(_prepared(islice(events, 10)), 100), s.input_topic)
+                load.release(_ticks(_prepared(islice(events, 10)), 100), s.input_topic)
                 time.sleep(0.5)
             started_ms, cpu, machine = int(time.time() * 1000), worker.cpu_seconds(), cpu_times()
             bar = tqdm(total=count, unit=" events", file=sys.stderr, desc=f"{argv[-1]} at {rate:,.0f}/s")
             with StealSeconds() as steal:
-                failed = _release(s.bootstrap, _ticks(prepared, rate, bar), s.input_topic)
+                failed = load.release(_ticks(prepared, rate, bar), s.input_topic)
                 bar.close()
                 cores = (worker.cpu_seconds() - cpu) / (time.time() - started_ms / 1000)
                 stolen = stolen_share(machine, cpu_times())
@@ -392,7 +398,8 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
             "p50": _round(pct[0]), "p95": _round(pct[1]), "p99": _round(pct[2]),
             "emitted_p50": _round(stamped[0]), "emitted_p95": _round(stamped[1]), "emitted_p99": _round(stamped[2]),
             "max": _round(lat.max()) if len(lat) else None, "worker_cores": round(cores, 2), "load": load_average(),
-            "stolen": stolen, "quiet": quiet(by_trigger, steal.shares), "by_second": per_second(by_trigger, steal.shares)}
+            "stolen": stolen, "quiet": quiet(by_trigger, steal.shares),
+            "by_second": per_second(by_trigger, steal.shares)}
 
 
 def _round(x: float | None) -> float | None:
