@@ -44,7 +44,7 @@ from faust.types import TP, Message
 from rocksdict import WriteBatch, WriteOptions
 
 from streams import cache, health, metrics, record_batches
-from streams.consumer import InFlight, Transport
+from streams.consumer import InFlight, Transport, batch_offsets
 from streams.emit import dead_letter_headers
 from streams.errors import UsageError
 from streams.inbox import Inbox
@@ -294,7 +294,7 @@ class Acks:
     def __init__(self, app: faust.App) -> None:
         self.app = app
         self.generation = app.consumer_generation_id
-        self._waiting: deque[tuple[int, InFlight, list[Inbound]]] = deque()
+        self._waiting: deque[tuple[int, InFlight, dict[TP, list[int]]]] = deque()
 
     def after_rebalance(self, engine: Engine) -> None:
         if self.app.consumer_generation_id == self.generation:
@@ -310,12 +310,12 @@ class Acks:
         return bool(self._waiting)
 
     def hold(self, epoch: int, taken: InFlight, batch: list[Inbound]) -> None:
-        self._waiting.append((epoch, taken, batch))
+        self._waiting.append((epoch, taken, batch_offsets(batch)))
 
     def ack_written(self, written_before: int) -> None:
         while self._waiting and self._waiting[0][0] < written_before:
-            _, taken, batch = self._waiting.popleft()
-            self.app.consumer.ack_batch(taken, batch)
+            _, taken, offsets = self._waiting.popleft()
+            self.app.consumer.ack_batch(taken, offsets)
 
 
 async def process_batch(app: faust.App, engine: Engine, store: TableStore, settings: Settings,

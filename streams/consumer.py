@@ -287,12 +287,9 @@ class _Consumer(faust_aiokafka.Consumer):
             self._unacked_messages.discard(token)  # type: ignore[arg-type]
             notify(self._waiting_for_ack)
 
-    def ack_batch(self, token: InFlight, messages: Sequence[Inbound]) -> None:
-        """faust's `ack` for each input message of the batch `token` stands for, and then for the batch: the
-        offsets become committable once consecutive (with those of earlier batches)."""
-        offsets: dict[TP, list[int]] = {}
-        for message in messages:
-            offsets.setdefault(message.context, []).append(message.offset)
+    def ack_batch(self, token: InFlight, offsets: Mapping[TP, list[int]]) -> None:
+        """faust's `ack` for each input message of the batch `token` stands for (their `batch_offsets`), and then
+        for the batch: the offsets become committable once consecutive (with those of earlier batches)."""
         with ack_lock:
             for tp, taken in offsets.items():
                 if not self.app.topics.acks_enabled_for(tp.topic):
@@ -312,6 +309,16 @@ class _Consumer(faust_aiokafka.Consumer):
                         acked.append(offset)
                         self._n_acked += 1
         self.release_batch(token)
+
+
+def batch_offsets(messages: Sequence[Inbound]) -> dict[TP, list[int]]:
+    """The offsets of a batch's messages by partition, in order: all its ack needs of them. A batch waits for its
+    acks up to the state write delay, and its messages' values would be held that long (~0.1 GB at 38,000/s and
+    5 s)."""
+    offsets: dict[TP, list[int]] = {}
+    for message in messages:
+        offsets.setdefault(message.context, []).append(message.offset)
+    return offsets
 
 
 class InFlight:

@@ -11,7 +11,7 @@ from faust.types import TP
 from streams import topics
 from streams.app import (CLEAN_STOP, GC_YOUNG_THRESHOLD, Acks, StaggeredOptions, create_app,
                          discard_state_after_crash, settle_garbage_collector, staggered_write_buffer)
-from streams.consumer import CHANGELOG_FETCH_WAIT_MS, readable_offsets
+from streams.consumer import CHANGELOG_FETCH_WAIT_MS, batch_offsets, readable_offsets
 from streams.settings import load
 from streams.topics import CONSENT_TABLE, STATE_TABLE
 from streams.worker import Inbound
@@ -98,7 +98,7 @@ def _ack(batches: list[tuple[int, ...]], committed: int) -> tuple[list[int], lis
             batch = [Inbound(tp.topic, tp.partition, offset, b"c1", b"{}", tp) for offset in offsets]
             taken = consumer.track_batch(len(batch))
             pending.append(len(consumer._unacked_messages))
-            consumer.ack_batch(taken, batch)
+            consumer.ack_batch(taken, batch_offsets(batch))
             pending.append(len(consumer._unacked_messages))
         return pending, sorted(consumer._acked[tp]), consumer._n_acked, consumer._new_offset(tp)
 
