@@ -55,14 +55,20 @@ class Settings:
     # 12 x 64 MiB of cache made a worker peak at 1.6 GB over 2M touchpoints of 200,000 customers; 12 x 24 MiB at
     # 1.1 GB, at 23,722 vs 24,578 events/s (within run-to-run noise). Raise it when a partition's hot states outgrow it.
     rocksdb_cache_mb: int = _setting(24, "RocksDB block cache per state partition (MiB)")
-    # streams/cache.py. 128 MiB holds ~150,000 states of the shipped layout (898 bytes).
-    state_cache_mb: int = _setting(128, "memory for the customer states a worker keeps between batches (MiB); "
+    # streams/cache.py. 384 MiB holds ~448,000 states of the shipped layout (898 bytes), filled as customers come;
+    # with `state_write_delay` it decides how much of a live stream's state work stays in memory (below).
+    state_cache_mb: int = _setting(384, "memory for the customer states a worker keeps between batches (MiB); "
                                         "reads of them skip RocksDB")
     # Interleaved runs at 16,371 touchpoints/s (issue 8, three pairs): 5 s against 1 s wrote fewer states (a customer
     # who comes back within it is written once), p99 latency 108/166/177 against 190/335/224 ms, throughput 39,743-
-    # 47,201 against 36,611-40,898/s. 10 s gained nothing more; 30 s outgrew the state cache. Kafka Streams holds its
-    # cache's changes for its commit interval, 30 s by default.
-    state_write_delay: float = _setting(5.0, "seconds a changed state may stay in memory before it is written to "
+    # 47,201 against 36,611-40,898/s. 10 s gained nothing more then; 30 s outgrew the state cache of 128 MiB. With 15 s
+    # and 384 MiB, at 24,000/s (about half the throughput phase's rate), interleaved with 5 s and 128 MiB: p99 83, 1,523
+    # and 288 ms against 5,575, 388 and 4,252; throughput 57,217, 37,191 and 51,464/s against 33,588, 55,985 and
+    # 37,613 (384 MiB with 5 s: p99 2,229 and 8,358). Live traffic comes back to a customer less often per second
+    # than a backlog does: with 5 s, most live touchpoints wrote their state and many read it from RocksDB, and a live
+    # touchpoint cost the worker ~1.8x the CPU of a backlog's (profiled: reads 4.8 against 0.5 µs, writes 3.8 against
+    # 1.1). Kafka Streams holds its cache's changes for its commit interval, 30 s by default.
+    state_write_delay: float = _setting(15.0, "seconds a changed state may stay in memory before it is written to "
                                              "RocksDB and its changelog; offsets are committed after")
     # torch's default, a thread per core, made a worker at 2,000 touchpoints/s busy 0.74 cores instead of 0.38
     # (measured): its idle threads spin between the small steps of a micro-batch, on cores the broker needs.
