@@ -139,11 +139,12 @@ def committed_offsets(watcher, topic: str) -> list[int]:
 def test_a_worker_stopped_mid_stream_writes_the_states_it_held_and_stops_cleanly(bootstrap, world, worker_factory,
                                                                                  tmp_path):
     """The worker holds changed states in memory for a second and acks their touchpoints after: a stop under load
-    must write them, let their offsets be committed and end (it once waited for those acks forever)."""
+    must write them, let their offsets be committed and end (it once waited for those acks forever). The delay is
+    set short: with the default's, the first commit would come after the whole stream."""
     env, s = world
     events = history(customers=25_000, seed=11)
     produce(bootstrap, s.input_topic, [(e.customer_id, e.to_wire()) for e in events])
-    proc = worker_factory(env)
+    proc = worker_factory({**env, "LAM_STATE_WRITE_DELAY": "1"})
     watcher = kafka.consumer(bootstrap, group_id=s.app_id)
     deadline = time.monotonic() + 120
     while sum(committed_offsets(watcher, s.input_topic)) == 0:
