@@ -56,8 +56,9 @@ class StateCache:
         self._keys: list[str | None] = [None] * capacity
         self._contexts: list[Any] = [None] * capacity
         self._free = list(range(capacity - 1, -1, -1))
-        self._changed: deque[tuple[int, float]] = deque()  # (epoch, when) of each put with changes, in order
-        self._due = CLEAN  # rows dirty since this epoch or earlier are due
+        # (epoch, when, the slots it made dirty) of each put, in order: a write finds its due rows here, not by a
+        # scan of every slot's epoch (at 384 MiB, ~1 ms per batch: a fifth of a 450-touchpoint batch's fixed cost).
+        self._changed: deque[tuple[int, float, np.ndarray]] = deque()
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -93,18 +94,19 @@ class StateCache:
         self._used[slots] = epoch
         fresh = slots[self._dirty[slots] == CLEAN]
         self._dirty[fresh] = epoch
-        self._changed.append((epoch, now))
+        self._changed.append((epoch, now, fresh))
 
     def write_due(self, writer: Writer, now: float) -> None:
-        """Write the rows whose oldest unwritten change is `hold` seconds old or more."""
-        while self._changed and self._changed[0][1] <= now - self.hold:
-            self._due = self._changed.popleft()[0]
-        self.write(writer, self._due)
+        """Write the rows whose oldest unwritten change is `hold` seconds old or more.
 
-    def write(self, writer: Writer, until: int) -> None:
-        """Write the rows dirty since epoch `until` or earlier."""
-        dirty = self._dirty
-        self._write(np.flatnonzero((dirty != CLEAN) & (dirty <= until)), writer)
+        A put's slots are still dirty since its epoch unless written (evicted) or released since; a slot dirty
+        again is in a later put's slots, so each due row is written once."""
+        due: list[np.ndarray] = []
+        while self._changed and self._changed[0][1] <= now - self.hold:
+            epoch, _, slots = self._changed.popleft()
+            due.append(slots[self._dirty[slots] == epoch])
+        if due:
+            self._write(np.concatenate(due), writer)
 
     def write_all(self, writer: Writer) -> None:
         self._write(np.flatnonzero(self._dirty != CLEAN), writer)
