@@ -59,7 +59,8 @@ class Scratch:
                "LAM_WEB_PORT": str(web_port), "LAM_MODEL_PATH": str(model_path),
                "LAM_POLICY_PATH": str(policy_path), "LAM_BROKER_PORT": str(base.broker_port),
                "LAM_BATCH_SIZE": str(base.batch_size), "LAM_BATCH_TIMEOUT": str(base.batch_timeout),
-               "LAM_ROCKSDB_CACHE_MB": str(base.rocksdb_cache_mb),
+               "LAM_ROCKSDB_CACHE_MB": str(base.rocksdb_cache_mb), "LAM_STATE_CACHE_MB": str(base.state_cache_mb),
+               "LAM_STATE_WRITE_DELAY": str(base.state_write_delay),
                "LAM_BOOTSTRAP_SERVERS": base.bootstrap_servers}
         settings = dataclasses.replace(base, app_id=uid, input_topic=env["LAM_INPUT_TOPIC"],
                                        consent_topic=env["LAM_CONSENT_TOPIC"], action_topic=env["LAM_ACTION_TOPIC"],

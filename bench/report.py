@@ -78,8 +78,10 @@ def markdown(e: dict[str, Any]) -> str:
         f"Python {m['python']}, faust-streaming {m['faust-streaming']}, aiokafka {m['aiokafka']}, "
         f"confluent-kafka {m['confluent-kafka']}, torch {m['torch']}, rocksdict {m['rocksdict']}, numpy {m['numpy']}, "
         f"orjson {m['orjson']}; the local single-node broker; model {e['model']}; {e['partitions']} partitions; "
-        f"batches of up to {e['batch_size']:,}; {e['torch_threads']} torch thread per process (OMP_NUM_THREADS, "
-        "set by the benchmark for every process: the figures are per core).",
+        f"batches of up to {e['batch_size']:,}, closed {e['batch_timeout'] * 1000:g} ms after the previous one; a "
+        f"state cache of {e['state_cache_mb']} MiB whose changes are written {e['state_write_delay']:g} s after "
+        f"they are made; {e['torch_threads']} torch thread per process (OMP_NUM_THREADS, set by the benchmark for "
+        "every process: the figures are per core).",
         "",
         "| measure | engine (`lam worker`) | naive (`bench/naive.py`) | engine / naive |",
         "|---|---:|---:|---:|",

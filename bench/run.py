@@ -171,6 +171,8 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "command": options.command,
         "machine": report.machine(), "model": f"{model.version} (hidden size {model.hidden_size})",
         "partitions": settings.partitions, "batch_size": settings.batch_size, "torch_threads": TORCH_THREADS,
+        "batch_timeout": settings.batch_timeout, "state_cache_mb": settings.state_cache_mb,
+        "state_write_delay": settings.state_write_delay,
         "state_bytes": StateLayout.of(model, len(policy.actions)).dtype.itemsize,
         "customers": options.customers, "states_engine_events": options.state_engine_events,
     }
