@@ -32,6 +32,7 @@ from tqdm import tqdm
 from bench.report import load_average
 from bench.steal import StealSeconds, cpu_times, per_second, quiet, stolen_share
 from bench.states import ROOT, peak_rss_mib
+from deploy import broker
 from streams import kafka, produce, topics
 from streams.contract import Touchpoint
 from streams.errors import LamError
@@ -124,8 +125,36 @@ class Worker:
 
     def cpu_seconds(self) -> float:
         """User and system CPU time the worker process has used so far."""
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()  # fields from the 3rd
-        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # fields from the 3rd
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Cores:
+    """Cores a process used from the creation of this object on; the benchmark's own process counts its threads, the
+    load generator's and the action clock's."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.started, self.cpu = time.monotonic(), self._seconds()
+
+    def _seconds(self) -> float:
+        if self.pid is None:
+            return 0.0
+        if self.pid == os.getpid():
+            own = os.times()
+            return own.user + own.system
+        return cpu_seconds(self.pid)
+
+    def busy(self) -> float | None:
+        """None for a process not watched (a broker not started by `lam broker start`)."""
+        if self.pid is None:
+            return None
+        return round((self._seconds() - self.cpu) / (time.monotonic() - self.started), 2)
 
 
 def fill(scratch: Scratch, events: Iterable[Touchpoint], total: int | None) -> None:
@@ -372,11 +401,13 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
                 load.release(_ticks(_prepared(islice(events, 10)), 100), s.input_topic)
                 time.sleep(0.5)
             started_ms, cpu, machine = int(time.time() * 1000), worker.cpu_seconds(), cpu_times()
+            broker_cores, bench_cores = _Cores(broker.local_pid(s)), _Cores(os.getpid())
             bar = tqdm(total=count, unit=" events", file=sys.stderr, desc=f"{argv[-1]} at {rate:,.0f}/s")
             with StealSeconds() as steal:
                 failed = load.release(_ticks(prepared, rate, bar), s.input_topic)
                 bar.close()
                 cores = (worker.cpu_seconds() - cpu) / (time.time() - started_ms / 1000)
+                others = {"broker_cores": broker_cores.busy(), "bench_cores": bench_cores.busy()}
                 stolen = stolen_share(machine, cpu_times())
                 if failed:
                     raise LamError(f"{failed:,} touchpoints not delivered to {s.input_topic}")
@@ -398,7 +429,8 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
     return {"rate": round(rate), "seconds": seconds, "offered": count, "actions": int(len(lat)),
             "p50": _round(pct[0]), "p95": _round(pct[1]), "p99": _round(pct[2]),
             "emitted_p50": _round(stamped[0]), "emitted_p95": _round(stamped[1]), "emitted_p99": _round(stamped[2]),
-            "max": _round(lat.max()) if len(lat) else None, "worker_cores": round(cores, 2), "load": load_average(),
+            "max": _round(lat.max()) if len(lat) else None, "worker_cores": round(cores, 2), **others,
+            "load": load_average(),
             "stolen": stolen, "quiet": quiet(by_trigger, steal.shares),
             "by_second": per_second(by_trigger, steal.shares)}
 

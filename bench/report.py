@@ -131,8 +131,10 @@ def markdown(e: dict[str, Any]) -> str:
         "Stress: the same rate to a fresh worker under a policy that acts on every touchpoint (threshold 0, re-arm "
         "always, no cool-down, no contact limits), so every touchpoint is timed; it sends an action per touchpoint, "
         "work the shipped policy does not do, so the worker runs closer to its capacity. Both include the worker's "
-        "batch wait (`--batch-timeout`). Worker CPU is its user and system time over the seconds touchpoints "
-        "are offered.",
+        "batch wait (`--batch-timeout`). CPU is each process's user and system time over the seconds touchpoints "
+        "are offered: the worker's, the local broker's (n/a for a broker `lam broker start` did not start) and "
+        "the benchmark's own, whose threads produce the touchpoints and read the actions back; all share the "
+        "machine's cores.",
         "",
         *_by_second(eng["latency"]),
         *_scale_out(e),
@@ -227,10 +229,15 @@ def _latency_rows(key: str, what: str, eng: dict[str, Any], nai: dict[str, Any])
                 f"| {_percentiles(a, 'emitted_')} | {_percentiles(b, 'emitted_')} | |")
     rows.append(f"| {what}: over the seconds with steal under {QUIET:.0%}, p50 / p95 / p99, ms (seconds: quiet "
                 f"/ all) | {_quiet(a)} | {_quiet(b)} | |")
-    rows.append(f"| {what}: offered events/s; touchpoints offered / actions timed; worker CPU, cores "
-                f"| {_n(a['rate'])}; {a['offered']:,} / {a['actions']:,}; {a['worker_cores']} "
-                f"| {_n(b['rate'])}; {b['offered']:,} / {b['actions']:,}; {b['worker_cores']} | |")
+    rows.append(f"| {what}: offered events/s; touchpoints offered / actions timed; CPU, cores: worker / broker / "
+                f"load generator and action reader | {_offered(a)} | {_offered(b)} | |")
     return rows
+
+
+def _offered(phase: dict[str, Any]) -> str:
+    cores = " / ".join("n/a" if phase.get(key) is None else str(phase[key])
+                       for key in ("worker_cores", "broker_cores", "bench_cores"))
+    return f"{_n(phase['rate'])}; {phase['offered']:,} / {phase['actions']:,}; {cores}"
 
 
 def _by_second(phase: dict[str, Any]) -> list[str]:

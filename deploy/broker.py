@@ -216,6 +216,11 @@ def stop(settings: Settings, timeout: float = 60.0) -> str:
     return f"broker stopped (pid {pid}{', killed after timeout' if forced else ''})"
 
 
+def local_pid(settings: Settings) -> int | None:
+    """The process id of the broker `lam broker start` runs on `broker_port`, if it runs and is the one used."""
+    return None if settings.bootstrap_servers else _read_pid(BrokerPaths.of(settings))
+
+
 def status(settings: Settings) -> tuple[bool, str]:
     paths = BrokerPaths.of(settings)
     pid = _read_pid(paths)
