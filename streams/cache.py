@@ -57,7 +57,8 @@ class StateCache:
         self._contexts: list[Any] = [None] * capacity
         self._free = list(range(capacity - 1, -1, -1))
         # (epoch, when, the slots it made dirty) of each put, in order: a write finds its due rows here, not by a
-        # scan of every slot's epoch (at 384 MiB, ~1 ms per batch: a fifth of a 450-touchpoint batch's fixed cost).
+        # scan of every slot's epoch (0.62 ms per batch at 384 MiB, measured: ~1.4 µs per touchpoint in a live
+        # stream's batches of ~450).
         self._changed: deque[tuple[int, float, np.ndarray]] = deque()
 
     def __len__(self) -> int:
