@@ -35,8 +35,10 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
         assert all(0 <= entry[design][phase]["stolen"] <= 1 for phase in ("latency", "latency_eager"))
         # The shipped policy may not act on the tiny model's few touchpoints; the eager policy acts on every one.
         assert entry[design]["latency"]["offered"] > 0 and entry[design]["latency"]["worker_cores"] > 0
-        # The local broker (`lam broker start`) and the benchmark's own process, which produces the touchpoints.
-        assert entry[design]["latency"]["broker_cores"] > 0 and entry[design]["latency"]["bench_cores"] > 0
+        # The benchmark's own process, which produces the touchpoints, and the broker when `lam broker start` runs it.
+        assert entry[design]["latency"]["bench_cores"] > 0
+        if not settings.bootstrap_servers:
+            assert entry[design]["latency"]["broker_cores"] > 0
         assert entry[design]["latency_eager"]["actions"] > 0
         eager = entry[design]["latency_eager"]
         assert 0 < eager["p50"] <= eager["p99"]
