@@ -29,6 +29,7 @@ import orjson
 from confluent_kafka import ConsumerGroupState, KafkaException, TopicPartition
 from tqdm import tqdm
 
+from bench.cores import Cores, apart, cpu_seconds
 from bench.report import load_average
 from bench.steal import StealSeconds, cpu_times, per_second, quiet, stolen_share
 from bench.states import ROOT, peak_rss_mib
@@ -97,11 +98,14 @@ def free_port() -> int:
 class Worker:
     """A worker subprocess (`argv` after the interpreter) with the scratch environment; output to a log file."""
 
-    def __init__(self, argv: tuple[str, ...], scratch: Scratch, log: Path) -> None:
+    def __init__(self, argv: tuple[str, ...], scratch: Scratch, log: Path, own_core: bool = False) -> None:
         with open(log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=os.environ | scratch.env,
                                          stdout=out, stderr=subprocess.STDOUT)
         self.log = log
+        self._placed = ExitStack()  # while it runs: on a core of its own, if `own_core` (bench/cores.py)
+        if own_core:
+            self._placed.enter_context(apart(self.proc.pid, broker.local_pid(scratch.settings)))
 
     def __enter__(self) -> Worker:
         return self
@@ -114,6 +118,7 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._placed.close()
 
     def check(self) -> None:
         if self.proc.poll() is not None:
@@ -126,35 +131,6 @@ class Worker:
     def cpu_seconds(self) -> float:
         """User and system CPU time the worker process has used so far."""
         return cpu_seconds(self.proc.pid)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # fields from the 3rd
-    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class _Cores:
-    """Cores a process used from the creation of this object on; the benchmark's own process counts its threads, the
-    load generator's and the action clock's."""
-
-    def __init__(self, pid: int | None) -> None:
-        self.pid = pid
-        self.started, self.cpu = time.monotonic(), self._seconds()
-
-    def _seconds(self) -> float:
-        if self.pid is None:
-            return 0.0
-        if self.pid == os.getpid():
-            own = os.times()
-            return own.user + own.system
-        return cpu_seconds(self.pid)
-
-    def busy(self) -> float | None:
-        """None for a process not watched (a broker not started by `lam broker start`)."""
-        if self.pid is None:
-            return None
-        return round((self._seconds() - self.cpu) / (time.monotonic() - self.started), 2)
 
 
 def fill(scratch: Scratch, events: Iterable[Touchpoint], total: int | None) -> None:
@@ -371,8 +347,9 @@ def _wait(what: str, done: Callable[[], bool], worker: Worker, seconds: float) -
 
 
 def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator[Touchpoint], rate: float,
-            seconds: float) -> dict[str, Any]:
-    """Percentiles of event-time-to-action latency for touchpoints offered at `rate` per second for `seconds`.
+            seconds: float, own_core: bool = False) -> dict[str, Any]:
+    """Percentiles of event-time-to-action latency for touchpoints offered at `rate` per second for `seconds`, the
+    worker on a core of its own if `own_core` (bench/cores.py).
 
     Every action of a touchpoint offered in the phase is a sample, whatever the worker's policy: under a policy
     that acts on few touchpoints the phase needs to be long enough for a meaningful 99th percentile (`actions`).
@@ -389,7 +366,7 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
     with tqdm(total=count, unit=" events", file=sys.stderr, desc=encoding) as bar:
         prepared = _prepared(islice(events, count), bar)
     try:
-        with Worker(argv, scratch, log) as worker:
+        with Worker(argv, scratch, log, own_core) as worker:
             # Warm-up, whatever the policy: touchpoints until the worker has committed some of them (it has joined,
             # recovered its tables and processed batches).
             before = _committed(watcher, inputs)
@@ -401,7 +378,7 @@ def latency(argv: tuple[str, ...], scratch: Scratch, log: Path, events: Iterator
                 load.release(_ticks(_prepared(islice(events, 10)), 100), s.input_topic)
                 time.sleep(0.5)
             started_ms, cpu, machine = int(time.time() * 1000), worker.cpu_seconds(), cpu_times()
-            broker_cores, bench_cores = _Cores(broker.local_pid(s)), _Cores(os.getpid())
+            broker_cores, bench_cores = Cores(broker.local_pid(s)), Cores(os.getpid())
             bar = tqdm(total=count, unit=" events", file=sys.stderr, desc=f"{argv[-1]} at {rate:,.0f}/s")
             with StealSeconds() as steal:
                 failed = load.release(_ticks(prepared, rate, bar), s.input_topic)

@@ -65,6 +65,16 @@ def _cpu(throughput: dict[str, Any]) -> str:
     return f"{throughput['cpu_us_per_event']:.1f} ({throughput['cores']:.2f})"
 
 
+def _placement(e: dict[str, Any]) -> str:
+    """Where the latency phases' worker ran (older runs, and `--shared-cores`, did not place it)."""
+    if e.get("worker_core") is None:
+        return "The worker, the broker and the benchmark's own process share every core."
+    return (f"In the latency phases the worker runs on CPU {e['worker_core']}, a core of its own, and the local "
+            "broker and the benchmark's own process (load generator, action reader) on the others, as when workers "
+            "do not run beside the broker and the sources (bench/cores.py; `--shared-cores`: all on every core); in "
+            "the throughput phases every process may run on every core.")
+
+
 def markdown(e: dict[str, Any]) -> str:
     m, eng, nai = e["machine"], e["engine"], e["naive"]
     lines = [
@@ -81,7 +91,7 @@ def markdown(e: dict[str, Any]) -> str:
         f"batches of up to {e['batch_size']:,}, closed {e['batch_timeout'] * 1000:g} ms after the previous one; a "
         f"state cache of {e['state_cache_mb']} MiB whose changes are written {e['state_write_delay']:g} s after "
         f"they are made; {e['torch_threads']} torch thread per process (OMP_NUM_THREADS, set by the benchmark for "
-        "every process: the figures are per core).",
+        f"every process: the figures are per core). {_placement(e)}",
         "",
         "| measure | engine (`lam worker`) | naive (`bench/naive.py`) | engine / naive |",
         "|---|---:|---:|---:|",
@@ -133,8 +143,7 @@ def markdown(e: dict[str, Any]) -> str:
         "work the shipped policy does not do, so the worker runs closer to its capacity. Both include the worker's "
         "batch wait (`--batch-timeout`). CPU is each process's user and system time over the seconds touchpoints "
         "are offered: the worker's, the local broker's (n/a for a broker `lam broker start` did not start) and "
-        "the benchmark's own, whose threads produce the touchpoints and read the actions back; all share the "
-        "machine's cores.",
+        "the benchmark's own, whose threads produce the touchpoints and read the actions back.",
         "",
         *_by_second(eng["latency"]),
         *_scale_out(e),

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from bench import ceiling, kafka_run, report, states
+from bench import ceiling, cores, kafka_run, report, states
 from model.artifact import load
 from sim.world import World, WorldConfig
 from streams import kafka
@@ -68,12 +68,13 @@ class Options:
     eager_latency_seconds: float = 30.0
     state_engine_events: int = 100_000  # touchpoints the engine applies over each state database
     ceiling_events: int = 20_000
+    own_core: bool = True  # latency phases: the worker on a core of its own (bench/cores.py); --shared-cores: not
     quick: bool = False
     docs: Path = report.DOCS
 
     @property
     def command(self) -> str:
-        flags = " --quick" if self.quick else ""
+        flags = (" --quick" if self.quick else "") + ("" if self.own_core else " --shared-cores")
         return (f".venv/bin/lam bench --events {self.events} --customers {self.customers} --naive-events "
                 f"{self.naive_events} --states {','.join(map(str, self.states))} --latency-seconds "
                 f"{self.latency_seconds:g} --eager-latency-seconds {self.eager_latency_seconds:g}{flags}")
@@ -131,12 +132,12 @@ def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: 
         # The world goes on where the throughput phase stopped, so its customers have the states a live worker's
         # would have (the policy's minimum of touchpoints, cool-downs and contact limits apply as in production).
         lat = kafka_run.latency(argv, scratch, workdir / f"{name}-latency.log", _endless(world, events), rate=rate,
-                                seconds=options.latency_seconds)
+                                seconds=options.latency_seconds, own_core=options.own_core)
     report.progress(f"{name} latency: {lat}")
     scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, eager, kafka_run.free_port())
     try:
         eager_lat = kafka_run.latency(argv, scratch, workdir / f"{name}-latency-eager.log", _endless(world),
-                                      rate=rate, seconds=options.eager_latency_seconds)
+                                      rate=rate, seconds=options.eager_latency_seconds, own_core=options.own_core)
     finally:
         scratch.delete()
     report.progress(f"{name} latency, eager policy: {eager_lat}")
@@ -173,6 +174,7 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
         "partitions": settings.partitions, "batch_size": settings.batch_size, "torch_threads": TORCH_THREADS,
         "batch_timeout": settings.batch_timeout, "state_cache_mb": settings.state_cache_mb,
         "state_write_delay": settings.state_write_delay,
+        "worker_core": cores.own_core() if options.own_core else None,
         "state_bytes": StateLayout.of(model, len(policy.actions)).dtype.itemsize,
         "customers": options.customers, "states_engine_events": options.state_engine_events,
     }

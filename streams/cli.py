@@ -104,7 +104,8 @@ def _world_config(args: argparse.Namespace):  # -> sim.config.WorldConfig
 def _simulate_args(parser: argparse.ArgumentParser) -> None:
     from sim.config import FORMATS
 
-    parser.add_argument("--out", required=True, help="file to write (gzip if it ends in .gz); truth goes to OUT.truth.npz")
+    parser.add_argument("--out", required=True,
+                        help="file to write (gzip if it ends in .gz); truth goes to OUT.truth.npz")
     _world_args(parser)
     parser.add_argument("--format", choices=FORMATS, default=FORMATS[0],
                         help="JSON lines of touchpoints, or the clickstream CSV layout (views, carts, purchases)")
@@ -282,7 +283,7 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
 
     return main(settings, args.quick, args.docs_dir, events=args.events, customers=args.customers,
                 naive_events=args.naive_events, states=args.states, latency_seconds=args.latency_seconds,
-                eager_latency_seconds=args.eager_latency_seconds)
+                eager_latency_seconds=args.eager_latency_seconds, own_core=False if args.shared_cores else None)
 
 
 def _bench_args(parser: argparse.ArgumentParser) -> None:
@@ -301,6 +302,8 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
                                                                 "under the shipped policy [60]")
     parser.add_argument("--eager-latency-seconds", type=float, help="the same under the policy acting on every "
                                                                       "touchpoint (the stress figure) [30]")
+    parser.add_argument("--shared-cores", action="store_true", help="in the latency phases, let the worker share "
+                        "every core with the broker and the load generator [the worker on a core of its own]")
     parser.add_argument("--quick", action="store_true", help="small sizes for every unset flag (the smoke test)")
     parser.add_argument("--docs-dir", default=None, help="where benchmarks.md/.json go [docs/]")
 

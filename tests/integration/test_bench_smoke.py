@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
+from bench import cores
 from bench.report import END, LATENCY_PNG, START
+from deploy import broker
 from streams.settings import ROOT
 
 pytestmark = pytest.mark.integration
@@ -21,6 +23,8 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
     (tmp_path / "benchmarks.json").write_text(json.dumps({"other": {"kept": True}}))
     env = os.environ | {"LAM_BROKER_PORT": str(settings.broker_port),
                         "LAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
+    local_broker = broker.local_pid(settings)
+    broker_cores = None if local_broker is None else os.sched_getaffinity(local_broker)
     done = subprocess.run([sys.executable, "-m", "streams.cli", "bench", "--quick", "--docs-dir", str(tmp_path),
                            "--model-path", str(tiny_model_path)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=540)
@@ -47,6 +51,10 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
         assert eager["by_second"] and all(0 <= share <= 1 for *_, share in eager["by_second"])
         assert sum(row[1] for row in eager["by_second"]) <= eager["actions"]
         assert eager["quiet"]["seconds"] <= eager["quiet"]["of_seconds"] == len(eager["by_second"])
+    # The latency phases' worker had a core of its own, and the local broker got its cores back after them.
+    assert entry["worker_core"] == cores.own_core()
+    if local_broker is not None:
+        assert os.sched_getaffinity(local_broker) == broker_cores
     assert entry["ceiling"]["ceiling_per_second"] > 0 and entry["ceiling"]["engine_rocksdb_per_second"] > 0
     assert entry["floor"]["throughput"]["events"] == entry["engine"]["throughput"]["events"]
     assert entry["scale_out"]["workers"] == 2
