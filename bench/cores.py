@@ -2,8 +2,9 @@
 
 On a machine of two cores the measured worker, the local broker and the benchmark's own process (the load generator
 and the action reader) would otherwise share both. `apart` gives the worker one core of its own and the others the
-rest, as in a deployment where workers do not run beside the broker and the sources: interleaved runs at 22,000
-touchpoints/s put the worker's latency tail at about half its value with the cores shared (docs/runbook.md).
+rest, as in a deployment where workers do not run beside the broker and the sources. Interleaved runs at 22,000
+touchpoints/s, those the hypervisor left alone: median p50 / p95 / p99 of 47 / 120 / 189 ms so placed (7 runs),
+60 / 191 / 264 ms with every core shared (3 runs; docs/runbook.md).
 """
 
 from __future__ import annotations
