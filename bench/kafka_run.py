@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,21 @@ class Scratch:
                  if t.startswith(self.settings.app_id)]
         if names:
             kafka.delete_topics(self.settings.bootstrap, names)
+
+
+@contextmanager
+def stopped_as_interrupted() -> Iterator[None]:
+    """SIGTERM in the block raises KeyboardInterrupt, as Ctrl-C does, so a benchmark stopped by a service manager or
+    `kill` still stops its workers, deletes its topics and scratch folder, and gives the local broker its cores
+    back (bench/cores.py); by default the signal ends the process at once."""
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def free_port() -> int:

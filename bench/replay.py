@@ -303,7 +303,8 @@ def main(settings: Settings, args: Any) -> int:
                       dataset=args.dataset, docs=Path(args.docs_dir) if args.docs_dir else report.DOCS,
                       latency_seconds=args.latency_seconds,
                       horizon_ms=round(args.horizon_days * DAY_MS) if args.horizon_days else None)
-    entry = run(settings, options)
+    with kafka_run.stopped_as_interrupted():
+        entry = run(settings, options)
     o, tp, lat = entry["outcomes"], entry["throughput"], entry["latency"]
     print(f"throughput {tp['events_per_second']:,} events/s, peak RSS {tp['peak_rss_mib']} MiB; latency "
           f"p50/p95/p99 {lat['p50']}/{lat['p95']}/{lat['p99']} ms at {lat['rate']:,}/s\n"

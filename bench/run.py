@@ -242,5 +242,6 @@ def options_from(quick: bool, **given: Any) -> Options:
 
 def main(settings: Settings, quick: bool, docs: str | None, **given: Any) -> int:
     """`lam bench`: run, write the docs, print the figures to stdout."""
-    print(summary(run(settings, options_from(quick, docs=Path(docs) if docs else None, **given))))
+    with kafka_run.stopped_as_interrupted():
+        print(summary(run(settings, options_from(quick, docs=Path(docs) if docs else None, **given))))
     return 0

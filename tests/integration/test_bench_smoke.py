@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from bench import cores
 from bench.report import END, LATENCY_PNG, START
 from deploy import broker
+from streams import kafka
 from streams.settings import ROOT
 
 pytestmark = pytest.mark.integration
@@ -70,3 +73,30 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
         assert heading in text
     assert (tmp_path / LATENCY_PNG).exists() == bool(entry["engine"]["latency"]["by_second"])
     assert "events/s" in done.stdout
+
+
+def test_a_bench_stopped_in_a_latency_phase_cleans_up_as_an_interrupted_one(bootstrap, settings, tiny_model_path,
+                                                                             tmp_path):
+    local_broker = broker.local_pid(settings)
+    if local_broker is None or cores.own_core() is None:
+        pytest.skip("needs the local broker (`lam broker start`) and two cores")
+    admin = kafka.admin(settings.bootstrap)
+    topics_before = set(admin.list_topics(timeout=10).topics)
+    broker_cores = os.sched_getaffinity(local_broker)
+    env = os.environ | {"LAM_BROKER_PORT": str(settings.broker_port)}
+    bench = subprocess.Popen([sys.executable, "-m", "streams.cli", "bench", "--quick", "--docs-dir", str(tmp_path),
+                              "--model-path", str(tiny_model_path)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        # The first latency phase has begun when the broker is moved off the worker's core.
+        while os.sched_getaffinity(local_broker) == broker_cores:
+            assert bench.poll() is None and time.monotonic() < deadline, "no latency phase began"
+            time.sleep(0.05)
+        bench.send_signal(signal.SIGTERM)
+        _, err = bench.communicate(timeout=120)
+    finally:
+        bench.kill()
+    assert bench.returncode == 130 and err.strip().endswith("lam: interrupted")
+    assert os.sched_getaffinity(local_broker) == broker_cores
+    assert not {t for t in admin.list_topics(timeout=10).topics if t.startswith("lam-bench-")} - topics_before

@@ -42,7 +42,7 @@ def test_the_worker_gets_a_core_of_its_own_and_the_others_get_theirs_back_after(
     finally:
         for child in (worker, broker):
             child.kill()
-            child.wait()
+            child.communicate()  # closes its pipes
 
 
 @needs_two
@@ -56,7 +56,7 @@ def test_without_a_local_broker_only_the_worker_and_this_process_move():
         assert os.sched_getaffinity(0) == mine
     finally:
         worker.kill()
-        worker.wait()
+        worker.communicate()  # closes its pipes
 
 
 def test_a_process_watched_for_cores_has_used_some_and_none_is_not_watched():
