@@ -105,22 +105,10 @@ class LoadedModel:
         """`step` each row through its touchpoints in order: row i's are the next `lengths[i]` (at least one) of
         `events`. One GRU call per group of rows of similar length rather than one call per touchpoint. Returns
         the state (N, H), counts (N, E) and probabilities (N, P) after every touchpoint, in the order of `events`."""
-        times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
-        h = np.ascontiguousarray(h, dtype=np.float32)
-        if len(lengths) == len(events):
-            # One touchpoint per row, most batches of a live stream: one call, without the buckets' bookkeeping,
-            # which cost ~0.3 ms of the ~1 ms a call of a few hundred touchpoints takes (measured).
-            cats, nums = encode.encode(events, times, prev_event_time_ms, self.vocab)
-            counts = counts + encode.type_counts(cats[:, 0], self.config.n_event_types)
-            first = np.where(first_event_time_ms == 0, times, first_event_time_ms)
-            with torch.inference_mode():
-                stepped = self.net.step(torch.from_numpy(h), torch.from_numpy(cats), torch.from_numpy(nums))
-                return stepped.numpy(), counts, self._probabilities(stepped, counts, times - first,
-                                                                    np.zeros(len(events)))
         starts = np.cumsum(lengths) - lengths
         row = np.repeat(np.arange(len(lengths)), lengths)
-        prev = np.empty_like(times)
-        prev[1:] = times[:-1]
+        times = np.fromiter((e.event_time_ms for e in events), dtype=np.int64, count=len(events))
+        prev = np.roll(times, 1)
         prev[starts] = prev_event_time_ms
         cats, nums = encode.encode(events, times, prev, self.vocab)
         running = np.cumsum(encode.type_counts(cats[:, 0], self.config.n_event_types), axis=0)
@@ -128,6 +116,7 @@ class LoadedModel:
         counts = counts[row] + running - before[row]
         first = np.where(first_event_time_ms == 0, times[starts], first_event_time_ms)[row]
         states = np.empty((len(events), self.hidden_size), dtype=np.float32)
+        h = np.ascontiguousarray(h, dtype=np.float32)
         with torch.inference_mode():
             # Rows grouped by length up to the next power of two: a few calls, and padding under 2x. Padding
             # follows a row's last touchpoint, so it changes none of the states kept.
