@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from streams.errors import LamError
+
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used so far."""
@@ -54,6 +56,9 @@ def _place(pid: int, cpus: set[int]) -> None:
         tasks = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
     except (ProcessLookupError, FileNotFoundError):
         return
+    except OSError as exc:  # another user's process, or cores outside its cgroup's
+        raise LamError(f"cannot move process {pid} to CPU {','.join(map(str, sorted(cpus)))} ({exc.strerror}): "
+                       "run with --shared-cores") from None
     for task in tasks:
         try:
             os.sched_setaffinity(task, cpus)

@@ -121,7 +121,12 @@ class Worker:
         self.log = log
         self._placed = ExitStack()  # while it runs: on a core of its own, if `own_core` (bench/cores.py)
         if own_core:
-            self._placed.enter_context(apart(self.proc.pid, broker.local_pid(scratch.settings)))
+            try:
+                self._placed.enter_context(apart(self.proc.pid, broker.local_pid(scratch.settings)))
+            except LamError:
+                self.proc.kill()  # not left running behind the error
+                self.proc.wait()
+                raise
 
     def __enter__(self) -> Worker:
         return self

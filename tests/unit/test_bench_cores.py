@@ -2,10 +2,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from bench import cores
+from streams.errors import LamError
 
 # Waits for a line, then reports the cores of its first thread and of a thread it starts only then.
 CHILD = """
@@ -61,7 +63,9 @@ def test_without_a_local_broker_only_the_worker_and_this_process_move():
 
 def test_a_process_watched_for_cores_has_used_some_and_none_is_not_watched():
     watched = cores.Cores(os.getpid())
-    sum(i * i for i in range(300_000))
+    busy_until = time.monotonic() + 0.2  # several clock ticks of CPU time, whatever the machine's speed
+    while time.monotonic() < busy_until:
+        pass
     assert watched.busy() > 0
     assert cores.Cores(None).busy() is None
 
@@ -73,3 +77,14 @@ def test_a_worker_that_has_already_exited_is_left_to_the_phase_to_report():
     with cores.apart(gone.pid, None):
         pass
     assert os.sched_getaffinity(0) == mine
+
+
+@needs_two
+def test_a_process_that_may_not_be_moved_is_a_one_line_error(monkeypatch):
+    def refused(pid, cpus):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setaffinity", refused)
+    with pytest.raises(LamError, match=r"^cannot move process 1 to CPU .*Operation not permitted.*--shared-cores$"):
+        with cores.apart(1, None):
+            pass
