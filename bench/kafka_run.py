@@ -341,9 +341,13 @@ class _Load:
 
     def __init__(self, bootstrap: str) -> None:
         self.failed = 0
-        # A short linger: the producer's batching delay counts in the latency, as it would for a live source.
+        # A short linger: the producer's batching delay counts in the latency, as it would for a live source. No
+        # topic creation: the producer outlives the phase until a garbage collection (its callback refers back to
+        # it), and its metadata refreshes made the local broker create the input topic again after the run deleted
+        # it (a 2,000,000-touchpoint run's topic was back on the broker after `lam bench`, 2026-11-27).
         self._producer = kafka.producer(bootstrap, **{"linger.ms": 5, "delivery.report.only.error": True,
-                                                      "on_delivery": self._on_failure})
+                                                      "on_delivery": self._on_failure,
+                                                      "allow.auto.create.topics": False})
 
     def _on_failure(self, err: Any, _msg: Any) -> None:
         self.failed += 1

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bench import cores
+from bench import cores, kafka_run
 from bench.report import END, LATENCY_PNG, START
 from deploy import broker
 from streams import kafka
@@ -100,3 +100,13 @@ def test_a_bench_stopped_in_a_latency_phase_cleans_up_as_an_interrupted_one(boot
     assert bench.returncode == 130 and err.strip().endswith("lam: interrupted")
     assert os.sched_getaffinity(local_broker) == broker_cores
     assert not {t for t in admin.list_topics(timeout=10).topics if t.startswith("lam-bench-")} - topics_before
+
+
+def test_the_latency_phase_producer_does_not_bring_back_a_deleted_topic(bootstrap, topic_factory):
+    topic = topic_factory(partitions=2, prefix="lam-bench-load")
+    load = kafka_run._Load(bootstrap)
+    assert load.release([[(b"c1", b"{}")]], topic) == 0
+    kafka.delete_topics(bootstrap, [topic])
+    # What the producer's periodic metadata refresh asks for; the broker creates the topic if the client allows it.
+    load._producer.list_topics(topic, timeout=10)
+    assert topic not in kafka.admin(bootstrap).list_topics(timeout=10).topics
