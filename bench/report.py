@@ -20,6 +20,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 KEY = "engine"
 START, END = "<!-- bench:engine:start -->", "<!-- bench:engine:end -->"
 LATENCY_PNG = "latency_by_second.png"
+LOAD_PNG = "latency_by_load.png"
 _PACKAGES = ("faust-streaming", "aiokafka", "confluent-kafka", "torch", "rocksdict", "numpy", "orjson")
 
 
@@ -48,6 +49,9 @@ def write(docs: Path, entry: dict[str, Any]) -> None:
     if by_second:
         plot(by_second, docs / LATENCY_PNG, f"Engine latency by second at {entry['engine']['latency']['rate']:,}/s "
                                             "(shipped policy)")
+    timed = _timed_points(entry)
+    if timed:
+        plot_load(timed, docs / LOAD_PNG)
 
 
 def _n(x: float | None, digits: int = 0) -> str:
@@ -146,6 +150,7 @@ def markdown(e: dict[str, Any]) -> str:
         "the benchmark's own, whose threads produce the touchpoints and read the actions back.",
         "",
         *_by_second(eng["latency"]),
+        *_load_curve(e),
         *_scale_out(e),
         "### State memory as the customer base grows",
         "",
@@ -227,6 +232,57 @@ def _scale_out(e: dict[str, Any]) -> list[str]:
         "stable with all of them.",
         "",
     ]
+
+
+def _timed_points(e: dict[str, Any]) -> list[dict[str, Any]]:
+    """The load curve's phases that timed actions (older runs have no curve)."""
+    return [point for point in e["engine"].get("load_curve", []) if point["p99"] is not None]
+
+
+def _load_curve(e: dict[str, Any]) -> list[str]:
+    """The engine's latency at each share of its maximum rate measured, the headline's half among them."""
+    curve = e["engine"].get("load_curve")
+    if not curve:
+        return []
+    lines = ["### Latency as the offered rate grows", "",
+             "| share of the maximum rate | offered events/s | actions timed | p50 / p95 / p99, ms | worker cores "
+             "| steal |", "|---:|---:|---:|---|---:|---:|"]
+    lines += [f"| {p['share']:g} | {_n(p['rate'])} | {p['actions']:,} | {_percentiles(p, '')} "
+              f"| {_n(p['worker_cores'], 2)} | {'n/a' if p['stolen'] is None else format(p['stolen'], '.0%')} |"
+              for p in curve]
+    timed = _timed_points(e)
+    within = [f"{p['share']:g}" for p in timed if p["p99"] < 100]
+    verdict = (f"p99 was under 100 ms at {', '.join(within)} of the maximum rate in this run" if within
+               else "p99 was 100 ms or more at every rate measured")
+    lines += ["", "The headline's latency phase again at other shares of the maximum rate: each a worker restarted "
+              "on the same topics and states for the same seconds, the simulated world's touchpoints going on where "
+              f"the previous phase left them. {verdict}.", ""]
+    return lines + ([f"![engine latency by offered rate]({LOAD_PNG})", ""] if timed else [])
+
+
+def plot_load(points: list[dict[str, Any]], path: Path) -> None:
+    """p50, p95 and p99 (log scale) against the offered rate, with the target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [p["rate"] for p in points]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for key, color in (("p99", "tab:red"), ("p95", "tab:purple"), ("p50", "tab:blue")):
+        ax.plot(rates, [p[key] for p in points], marker="o", label=key, color=color)
+    for p in points:
+        ax.annotate(f"{p['share']:g} of max", (p["rate"], p["p99"]), textcoords="offset points", xytext=(4, 6),
+                    fontsize=8)
+    ax.axhline(100, color="grey", linestyle=":", label="target p99 (100 ms)")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered touchpoints per second")
+    ax.set_ylabel("event time to action, ms")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Engine latency by offered rate (shipped policy)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _latency_rows(key: str, what: str, eng: dict[str, Any], nai: dict[str, Any]) -> list[str]:

@@ -2,13 +2,14 @@
 
     .venv/bin/lam bench [--events 2000000] [--customers 200000] [--naive-events 100000]
                         [--states 100000,1000000,10000000] [--latency-seconds 60] [--eager-latency-seconds 30]
-                        [--quick]
+                        [--load-shares 0.2,0.3,0.4] [--quick]
 
 Phases: the ceiling (each hot-path stage alone), engine and naive throughput on the real broker, engine and naive
 latency at half their maximum rates (under the shipped policy, the headline, and under a policy acting on every
-touchpoint, the stress figure), the worker's Kafka and Faust side alone (bench/floor.py), state memory and disk at
-each size. Writes docs/benchmarks.md (its section between the `bench:engine` markers) and the "engine" key of
-docs/benchmarks.json. A benchmark: it asserts nothing.
+touchpoint, the stress figure), the engine's latency at lower shares of its maximum rate (the load curve), the
+worker's Kafka and Faust side alone (bench/floor.py), state memory and disk at each size. Writes
+docs/benchmarks.md (its section between the `bench:engine` markers) and the "engine" key of docs/benchmarks.json.
+A benchmark: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,9 @@ class Options:
     states: tuple[int, ...] = (100_000, 1_000_000, 10_000_000)
     latency_seconds: float = 60.0  # the shipped policy acted on 3% of them in reduced runs: ~8,000 samples at 4,500/s
     eager_latency_seconds: float = 30.0
+    # The engine's latency is measured at these shares of its maximum rate too (shipped policy, `latency_seconds`
+    # each), beside the half-rate headline: the rate up to which a worker keeps a given tail.
+    load_shares: tuple[float, ...] = (0.2, 0.3, 0.4)
     state_engine_events: int = 100_000  # touchpoints the engine applies over each state database
     ceiling_events: int = 20_000
     own_core: bool = True  # latency phases: the worker on a core of its own (bench/cores.py); --shared-cores: not
@@ -77,12 +82,14 @@ class Options:
         flags = (" --quick" if self.quick else "") + ("" if self.own_core else " --shared-cores")
         return (f".venv/bin/lam bench --events {self.events} --customers {self.customers} --naive-events "
                 f"{self.naive_events} --states {','.join(map(str, self.states))} --latency-seconds "
-                f"{self.latency_seconds:g} --eager-latency-seconds {self.eager_latency_seconds:g}{flags}")
+                f"{self.latency_seconds:g} --eager-latency-seconds {self.eager_latency_seconds:g} --load-shares "
+                f"{','.join(f'{share:g}' for share in self.load_shares)}{flags}")
 
 
 # Small enough for the test suite (well under a minute of Kafka work), large enough to exercise every phase.
 QUICK = Options(events=20_000, customers=4_000, naive_events=2_000, states=(10_000,), latency_seconds=4.0,
-                eager_latency_seconds=4.0, state_engine_events=4_000, ceiling_events=4_000, quick=True)
+                eager_latency_seconds=4.0, load_shares=(0.25,), state_engine_events=4_000, ceiling_events=4_000,
+                quick=True)
 
 
 def _world(customers: int, events: int) -> World:
@@ -122,18 +129,26 @@ def _loaded(settings: Settings, argv: tuple[str, ...], world: World, events: int
 
 
 def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: int, options: Options,
-               workdir: Path, eager: Path) -> dict[str, Any]:
+               workdir: Path, eager: Path, load_shares: tuple[float, ...] = ()) -> dict[str, Any]:
     """Throughput over `events` preloaded touchpoints, then latency at LATENCY_RATE_SHARE of that rate: under the
     shipped policy on the states the throughput phase left (the headline), and under the eager policy on fresh
-    ones (the stress figure)."""
+    ones (the stress figure); and under the shipped policy at each of `load_shares` of that rate (the curve)."""
     name = argv[-1].removeprefix("bench.")
+    curve: list[dict[str, Any]] = []
     with _loaded(settings, argv, world, events, workdir, states.SHIPPED_POLICY) as (scratch, tp):
         rate = max(1.0, tp["events_per_second"] * LATENCY_RATE_SHARE)
         # The world goes on where the throughput phase stopped, so its customers have the states a live worker's
         # would have (the policy's minimum of touchpoints, cool-downs and contact limits apply as in production).
-        lat = kafka_run.latency(argv, scratch, workdir / f"{name}-latency.log", _endless(world, events), rate=rate,
+        live = _endless(world, events)
+        lat = kafka_run.latency(argv, scratch, workdir / f"{name}-latency.log", live, rate=rate,
                                 seconds=options.latency_seconds, own_core=options.own_core)
-    report.progress(f"{name} latency: {lat}")
+        report.progress(f"{name} latency: {lat}")
+        for share in load_shares:
+            point = kafka_run.latency(argv, scratch, workdir / f"{name}-latency-{share:g}.log", live,
+                                      rate=max(1.0, tp["events_per_second"] * share),
+                                      seconds=options.latency_seconds, own_core=options.own_core)
+            curve.append(_point(share, point))
+            report.progress(f"{name} latency at {share:g} of the maximum rate: {curve[-1]}")
     scratch = kafka_run.Scratch.create(settings, workdir, settings.model_path, eager, kafka_run.free_port())
     try:
         eager_lat = kafka_run.latency(argv, scratch, workdir / f"{name}-latency-eager.log", _endless(world),
@@ -141,7 +156,13 @@ def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: 
     finally:
         scratch.delete()
     report.progress(f"{name} latency, eager policy: {eager_lat}")
-    return {"throughput": tp, "latency": lat, "latency_eager": eager_lat}
+    return {"throughput": tp, "latency": lat, "latency_eager": eager_lat,
+            "load_curve": sorted(curve + [_point(LATENCY_RATE_SHARE, lat)], key=itemgetter("share"))}
+
+
+def _point(share: float, phase: dict[str, Any]) -> dict[str, Any]:
+    """A latency phase on the load curve: its figures without the second by second ones."""
+    return {"share": share, **{k: v for k, v in phase.items() if k != "by_second"}}
 
 
 def _floor(settings: Settings, world: World, events: int, workdir: Path) -> dict[str, Any]:
@@ -188,7 +209,8 @@ def run(settings: Settings, options: Options) -> dict[str, Any]:
                                            min(options.customers, 200_000))
         entry["ceiling"]["load"] = report.load_average()
         report.progress(f"ceiling: {entry['ceiling']}")
-        entry["engine"] = _on_broker(settings, kafka_run.ENGINE, world, options.events, options, workdir, eager)
+        entry["engine"] = _on_broker(settings, kafka_run.ENGINE, world, options.events, options, workdir, eager,
+                                     options.load_shares)
         entry["naive"] = _on_broker(settings, kafka_run.NAIVE, world, options.naive_events, options, workdir, eager)
         entry["floor"] = _floor(settings, world, options.events, workdir)
         entry["scale_out"] = _scale_out(settings, world, options.events, workdir)
@@ -218,6 +240,8 @@ def summary(entry: dict[str, Any]) -> str:
              f"{nai['throughput']['events_per_second']:,} events/s: {r['throughput']}x",
              *(f"latency p50/p95/p99 ms{label}: engine {_percentiles(eng[key])}; naive {_percentiles(nai[key])}"
                for key, label in (("latency", ""), ("latency_eager", ", eager policy (stress)"))),
+             "engine latency p99 ms by share of its maximum rate: "
+             + ", ".join(f"{p['share']:g}: {p['p99']}" for p in eng["load_curve"]),
              f"peak RSS MiB: engine {eng['throughput']['peak_rss_mib']}, naive {nai['throughput']['peak_rss_mib']}",
              f"ceiling: {entry['ceiling']['ceiling_per_second']:,} events/s; "
              f"engine at {r['engine_share_of_ceiling']:.0%} of it",

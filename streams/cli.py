@@ -283,7 +283,8 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
 
     return main(settings, args.quick, args.docs_dir, events=args.events, customers=args.customers,
                 naive_events=args.naive_events, states=args.states, latency_seconds=args.latency_seconds,
-                eager_latency_seconds=args.eager_latency_seconds, own_core=False if args.shared_cores else None)
+                eager_latency_seconds=args.eager_latency_seconds, load_shares=args.load_shares,
+                own_core=False if args.shared_cores else None)
 
 
 def _bench_args(parser: argparse.ArgumentParser) -> None:
@@ -292,6 +293,15 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
             return tuple(int(x) for x in text.split(","))
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated counts, got {text!r}") from None
+
+    def shares(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(x) for x in text.split(",")) if text else ()
+        except ValueError:
+            values = None
+        if values is None or not all(0 < v < 1 for v in values):
+            raise argparse.ArgumentTypeError(f"expected comma-separated shares between 0 and 1, got {text!r}")
+        return values
 
     parser.add_argument("--events", type=int, help="touchpoints for the engine's throughput run [2000000]")
     parser.add_argument("--customers", type=int, help="customers of the simulated touchpoints [200000]")
@@ -302,6 +312,8 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
                                                                 "under the shipped policy [60]")
     parser.add_argument("--eager-latency-seconds", type=float, help="the same under the policy acting on every "
                                                                       "touchpoint (the stress figure) [30]")
+    parser.add_argument("--load-shares", type=shares, help="shares of the engine's maximum rate at which its latency "
+                        "is measured too, beside half of it (the load curve; '' for none) [0.2,0.3,0.4]")
     parser.add_argument("--shared-cores", action="store_true", help="in the latency phases, let the worker share "
                         "every core with the broker and the load generator [the worker on a core of its own]")
     parser.add_argument("--quick", action="store_true", help="small sizes for every unset flag (the smoke test)")

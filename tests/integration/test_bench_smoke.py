@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bench import cores, kafka_run
-from bench.report import END, LATENCY_PNG, START
+from bench.report import END, LATENCY_PNG, LOAD_PNG, START
 from deploy import broker
 from streams import kafka
 from streams.settings import ROOT
@@ -65,13 +65,19 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
     assert entry["scale_out"]["throughput"]["events_per_second"] > 0
     assert 0 < entry["worker_bound_per_second"] < entry["ceiling"]["ceiling_per_second"]
     assert [s["states"] for s in entry["states"]] == [10_000] and entry["states"][0]["disk_mib"] > 0
+    # The load curve: the quick run's one lower share, then the headline's half of the maximum rate.
+    curve = entry["engine"]["load_curve"]
+    assert [p["share"] for p in curve] == [0.25, 0.5]
+    assert curve[0]["rate"] < curve[1]["rate"] == entry["engine"]["latency"]["rate"]
+    assert all(p["offered"] > 0 and p["worker_cores"] > 0 and "by_second" not in p for p in curve)
 
     text = (tmp_path / "benchmarks.md").read_text()
     assert OTHER_SECTION in text and text.count(START) == 1 and text.count(END) == 1
-    for heading in ("## Streaming engine", "### Scale-out", "### State memory", "### The ceiling", "Targets:",
-                    "over the seconds with steal under"):
+    for heading in ("## Streaming engine", "### Latency as the offered rate grows", "### Scale-out",
+                    "### State memory", "### The ceiling", "Targets:", "over the seconds with steal under"):
         assert heading in text
     assert (tmp_path / LATENCY_PNG).exists() == bool(entry["engine"]["latency"]["by_second"])
+    assert (tmp_path / LOAD_PNG).exists() == any(p["p99"] is not None for p in curve)
     assert "events/s" in done.stdout
 
 
