@@ -278,7 +278,7 @@ def plot_load(points: list[dict[str, Any]], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("offered touchpoints per second")
     ax.set_ylabel("event time to action, ms")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_title("Engine latency by offered rate (shipped policy)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
