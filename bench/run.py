@@ -143,7 +143,7 @@ def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: 
         lat = kafka_run.latency(argv, scratch, workdir / f"{name}-latency.log", live, rate=rate,
                                 seconds=options.latency_seconds, own_core=options.own_core)
         report.progress(f"{name} latency: {lat}")
-        for share in load_shares:
+        for share in sorted(set(load_shares) - {LATENCY_RATE_SHARE}):  # the headline is the curve's point there
             point = kafka_run.latency(argv, scratch, workdir / f"{name}-latency-{share:g}.log", live,
                                       rate=max(1.0, tp["events_per_second"] * share),
                                       seconds=options.latency_seconds, own_core=options.own_core)
@@ -156,13 +156,15 @@ def _on_broker(settings: Settings, argv: tuple[str, ...], world: World, events: 
     finally:
         scratch.delete()
     report.progress(f"{name} latency, eager policy: {eager_lat}")
-    return {"throughput": tp, "latency": lat, "latency_eager": eager_lat,
-            "load_curve": sorted(curve + [_point(LATENCY_RATE_SHARE, lat)], key=itemgetter("share"))}
+    result = {"throughput": tp, "latency": lat, "latency_eager": eager_lat}
+    if load_shares:
+        result["load_curve"] = sorted(curve + [_point(LATENCY_RATE_SHARE, lat)], key=itemgetter("share"))
+    return result
 
 
 def _point(share: float, phase: dict[str, Any]) -> dict[str, Any]:
-    """A latency phase on the load curve: its figures without the second by second ones."""
-    return {"share": share, **{k: v for k, v in phase.items() if k != "by_second"}}
+    """A latency phase on the load curve, with its figures second by second (what explains a tail)."""
+    return {"share": share, **phase}
 
 
 def _floor(settings: Settings, world: World, events: int, workdir: Path) -> dict[str, Any]:

@@ -69,7 +69,8 @@ def test_quick_bench_writes_every_section_and_keeps_the_others(bootstrap, settin
     curve = entry["engine"]["load_curve"]
     assert [p["share"] for p in curve] == [0.25, 0.5]
     assert curve[0]["rate"] < curve[1]["rate"] == entry["engine"]["latency"]["rate"]
-    assert all(p["offered"] > 0 and p["worker_cores"] > 0 and "by_second" not in p for p in curve)
+    assert all(p["offered"] > 0 and p["worker_cores"] > 0 and "by_second" in p for p in curve)
+    assert "load_curve" not in entry["naive"]  # the naive design is measured at the headline's rate only
 
     text = (tmp_path / "benchmarks.md").read_text()
     assert OTHER_SECTION in text and text.count(START) == 1 and text.count(END) == 1
