@@ -162,6 +162,8 @@ def start(settings: Settings) -> str:
         raise LamError(f"kafka storage format failed: {last[0]}")
     out = open(paths.logs / "kafka.out", "ab")
     proc = subprocess.Popen(
+        # G1 at its defaults: with Kafka's launcher's 20 ms pause target it paused 10x as often, 5x as long in all,
+        # and the latency tail grew on this machine (docs/runbook.md, "Action latency").
         [java, f"-Xmx{settings.broker_heap}", f"-Xms{settings.broker_heap}", "-XX:+UseG1GC",
          # Its pauses, as Kafka's own launcher logs them: a stalled broker shows up in every client's latency.
          f"-Xlog:gc*:file={paths.logs / 'kafkaServer-gc.log'}:time,uptime,tags:filecount=4,filesize=20M",
