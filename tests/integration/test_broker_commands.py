@@ -1,4 +1,4 @@
-"""`lam broker start|stop|status` are safe to repeat and fail in one line when the port is taken."""
+"""`lam broker start|stop|status` are safe to repeat, fail in one line when the port is taken, and the broker logs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy import broker
 from streams.cli import main
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,14 @@ def test_start_and_status_on_a_running_broker_are_harmless(bootstrap, settings, 
     assert main(["broker", "status", *port]) == 0
     out = capsys.readouterr().out
     assert "running" in out and bootstrap in out
+
+
+def test_the_local_broker_writes_its_log(bootstrap, settings):
+    # Kafka's POMs bring the SLF4J 1 API, which found no binding, and the broker logged nothing (deploy/kafka/pom.xml).
+    if broker.local_pid(settings) is None:
+        pytest.skip("the broker in use is not one `lam broker start` runs: its log is elsewhere")
+    log = broker.BrokerPaths.of(settings).logs / "server.log"
+    assert "Kafka Server started" in log.read_text(errors="replace")
 
 
 def test_start_on_a_taken_port_is_a_one_line_error(tmp_path, capsys):
