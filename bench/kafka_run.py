@@ -160,16 +160,23 @@ def fill(scratch: Scratch, events: Iterable[Touchpoint], total: int | None) -> N
         raise LamError(f"{done.failed:,} touchpoints not delivered ({done.first_error})")
 
 
-def _end_offsets(cons: Any, tps: list[TopicPartition], seconds: float = 30.0) -> list[int]:
-    """The end offset of each partition; asked again while a topic just created has partitions without a leader."""
+def _asked_again(ask: Callable[[], Any], what: str, seconds: float = 30.0) -> Any:
+    """`ask()`, asked again while the broker is not ready to answer: a topic just created has partitions without a
+    leader, a new group's coordinator is still loading (NOT_COORDINATOR, seen in CI). Then a one-line error."""
     deadline = time.monotonic() + seconds
     while True:
         try:
-            return [cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
-        except KafkaException:
+            return ask()
+        except KafkaException as exc:
             if time.monotonic() > deadline:
-                raise
+                raise LamError(f"{what}: the broker did not answer within {seconds:g} s "
+                               f"({exc.args[0].str()})") from None
             time.sleep(0.2)
+
+
+def _end_offsets(cons: Any, tps: list[TopicPartition]) -> list[int]:
+    """The end offset of each partition."""
+    return _asked_again(lambda: [cons.get_watermark_offsets(tp, timeout=10)[1] for tp in tps], "end offsets")
 
 
 def _stable_with(admin: Any, group: str, members: int) -> bool:
@@ -183,7 +190,8 @@ def _stable_with(admin: Any, group: str, members: int) -> bool:
 
 def _committed(watcher: Any, tps: list[TopicPartition]) -> int:
     """Events the group has committed over `tps` (a partition without a commit counts 0)."""
-    return sum(max(tp.offset, 0) for tp in watcher.committed(tps, timeout=10))
+    return sum(max(tp.offset, 0) for tp in _asked_again(lambda: watcher.committed(tps, timeout=10),
+                                                        "committed offsets"))
 
 
 def throughput(argv: tuple[str, ...], scratch: Scratch, log: Path, timeout: float,
